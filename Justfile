@@ -1,0 +1,58 @@
+# KoalaBooth tasks. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+apt_packages := "libopenblas-dev libjpeg-dev libpng-dev libsqlite3-dev"
+# Tests run optimised (numeric code is 10-50x slower in debug) in their own build folder.
+test_flags := "-c release -Xswiftc -enable-testing --scratch-path .build-test"
+
+default:
+    @just --list
+
+# Install the Debian packages KoalaBooth links against (only those missing).
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=$(for p in {{apt_packages}}; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+    if [ -n "$missing" ]; then
+        echo "installing: $missing"
+        sudo=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+    fi
+
+# Release build of the koalabooth program.
+build: setup
+    swift build -c release --product koalabooth
+    @echo "built: $(swift build -c release --show-bin-path)/koalabooth"
+
+# The whole test suite, optimised.
+test: setup
+    swift build {{test_flags}} --build-tests
+    swift test {{test_flags}} --skip-build
+
+# End-to-end demo on the built-in tiny model (random weights, not a real KOALA).
+demo: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bin=$(swift build -c release --show-bin-path)/koalabooth
+    "$bin" --help
+    echo
+    echo "KoalaBooth demo: the tensor engine is built and tested (just test)."
+    echo "Model loading, sampling and training land with their issues; until then the demo stops here."
+
+# Benchmarks (release build) beside PyTorch on this machine when torch is installed.
+bench *args: setup
+    swift build -c release --product KoalaBench
+    "$(swift build -c release --show-bin-path)/KoalaBench" {{args}}
+
+# Regenerate the parity fixtures in Tests/Fixtures with the pinned reference libraries.
+fixtures:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="${KB_REFENV:-$HOME/.cache/koalabooth-refenv}"
+    if ! "$venv/bin/python" -c "import torch, diffusers, transformers, bitsandbytes, peft" 2>/dev/null; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q -r tools/reference/requirements.txt
+    fi
+    "$venv/bin/python" tools/reference/make_fixtures.py

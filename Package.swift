@@ -1,0 +1,62 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Release numeric code is built with -Ounchecked: kernels index raw buffers whose
+// bounds are checked once per op, not per element.
+let fastSwift: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "KoalaBooth",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "koalabooth", targets: ["koalabooth"]),
+        .library(name: "KoalaTensor", targets: ["KoalaTensor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // System libraries (Debian: libopenblas-dev, libjpeg-dev, libpng-dev).
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        // SIMD kernels that Swift does not vectorise well (exp/tanh/erf families).
+        .target(
+            name: "CKernels",
+            cSettings: [.unsafeFlags(["-O3", "-mavx2", "-mfma", "-fno-math-errno"])]
+        ),
+
+        // Layer 1: tensor engine (tensors, autograd, ops, safetensors).
+        .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: fastSwift),
+        // Layer 2: models (U-Net, CLIP text encoders, VAE, tokenizer, pipeline folders).
+        .target(name: "KoalaModels", dependencies: ["KoalaTensor"], swiftSettings: fastSwift),
+        // Layer 2: image I/O (JPEG/PNG decode/encode, resize, crop).
+        .target(name: "KoalaImageIO", dependencies: ["CJPEG", "CPNG"], swiftSettings: fastSwift),
+        // Layer 3: diffusion schedulers and sampling pipelines.
+        .target(name: "KoalaDiffusion", dependencies: ["KoalaModels", "KoalaTensor"], swiftSettings: fastSwift),
+        // Layer 4: DreamBooth training (optimizers, LoRA, recipes).
+        .target(name: "KoalaTraining", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor", "TOMLKit"], swiftSettings: fastSwift),
+        // Layer 4: subject store (SQLite via GRDB).
+        .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        // Layer 5: the command-line program.
+        .executableTarget(
+            name: "koalabooth",
+            dependencies: [
+                "KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: fastSwift
+        ),
+        // Benchmarks (`just bench`): release build only.
+        .executableTarget(name: "KoalaBench", dependencies: ["KoalaTensor"], swiftSettings: fastSwift),
+
+        // Tests. Fixtures (reference data from tools/reference/) live in Tests/Fixtures.
+        .target(name: "KoalaTestSupport", dependencies: ["KoalaTensor"], path: "Tests/KoalaTestSupport"),
+        .testTarget(name: "KoalaTensorTests", dependencies: ["KoalaTensor", "KoalaTestSupport"]),
+        .testTarget(name: "KoalaModelsTests", dependencies: ["KoalaModels", "KoalaTestSupport"]),
+        .testTarget(name: "KoalaDiffusionTests", dependencies: ["KoalaDiffusion", "KoalaTestSupport"]),
+        .testTarget(name: "KoalaImageIOTests", dependencies: ["KoalaImageIO", "KoalaTestSupport"]),
+    ]
+)

@@ -1,0 +1,1 @@
+enum AttentionBench { static var cases: [BenchCase] { [] } }  // filled by the attention work

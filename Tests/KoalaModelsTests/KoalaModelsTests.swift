@@ -1,0 +1,3 @@
+import XCTest
+import KoalaTestSupport
+@testable import KoalaModels

@@ -1,0 +1,45 @@
+"""Shared helpers for the fixture scripts: deterministic inputs and saving.
+
+Every fixture script writes one safetensors file under Tests/Fixtures/ holding the
+inputs, outputs and gradients a Swift test reads back. All tensors are float32.
+"""
+import os
+import torch
+from safetensors.torch import save_file
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+FIXTURES = os.path.join(ROOT, "Tests", "Fixtures")
+
+torch.set_num_threads(1)  # deterministic reductions in the reference data
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, seed, scale=1.0):
+    return torch.randn(*shape, generator=gen(seed)) * scale
+
+
+def save(name, tensors):
+    os.makedirs(FIXTURES, exist_ok=True)
+    out = {k: v.detach().to(torch.float32).contiguous() for k, v in tensors.items()}
+    path = os.path.join(FIXTURES, f"{name}.safetensors")
+    save_file(out, path)
+    print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path) / 1024:.1f} KiB, {len(out)} tensors)")
+
+
+def forward_backward(prefix, fn, inputs, seed):
+    """Runs fn(**inputs), backprops a random grad_out, returns the fixture entries
+    prefix.<input>, prefix.out, prefix.grad_out, prefix.grad_<input>."""
+    leaves = {k: v.clone().requires_grad_(v.dtype.is_floating_point) for k, v in inputs.items()}
+    out = fn(**leaves)
+    grad_out = randn(*out.shape, seed=seed)
+    out.backward(grad_out)
+    entries = {f"{prefix}.{k}": v.detach() for k, v in leaves.items()}
+    entries[f"{prefix}.out"] = out.detach()
+    entries[f"{prefix}.grad_out"] = grad_out
+    for k, v in leaves.items():
+        if v.grad is not None:
+            entries[f"{prefix}.grad_{k}"] = v.grad
+    return entries
