@@ -31,7 +31,7 @@ let package = Package(
         // Layer 1: tensor engine (tensors, autograd, ops, safetensors).
         .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: fastSwift),
         // Layer 2: models (U-Net, CLIP text encoders, VAE, tokenizer, pipeline folders).
-        .target(name: "KoalaModels", dependencies: ["KoalaTensor"], swiftSettings: fastSwift),
+        .target(name: "KoalaModels", dependencies: ["KoalaTensor"], resources: [.copy("Resources")], swiftSettings: fastSwift),
         // Layer 2: image I/O (JPEG/PNG decode/encode, resize, crop).
         .target(name: "KoalaImageIO", dependencies: ["CJPEG", "CPNG"], swiftSettings: fastSwift),
         // Layer 3: diffusion schedulers and sampling pipelines.
