@@ -29,7 +29,7 @@ build: setup
 # The whole test suite, optimised.
 test: setup
     swift build {{test_flags}} --build-tests
-    swift test {{test_flags}} --skip-build
+    swift test {{test_flags}} --skip-build --disable-swift-testing
 
 # End-to-end demo on the built-in tiny model (random weights, not a real KOALA).
 demo: build
