@@ -1,0 +1,47 @@
+import KoalaTensor
+
+/// Training-side forward process (DDPM), as diffusers' `DDPMScheduler.add_noise`,
+/// `get_velocity` and `training_utils.compute_snr` compute it. Results carry no autograd
+/// history: noisy inputs and targets are constants of the loss.
+extension NoiseSchedule {
+    /// (sqrt(ᾱ_t), sqrt(1 − ᾱ_t)) in float32.
+    private func coefficients(_ t: Int) -> (Float, Float) {
+        precondition(t >= 0 && t < numTrainTimesteps, "timestep \(t) outside 0..<\(numTrainTimesteps)")
+        let a = alphasCumprod[t]
+        return (a.squareRoot(), (1 - a).squareRoot())
+    }
+
+    /// Per batch element b: sqrt(ᾱ_t) · x + sqrt(1 − ᾱ_t) · noise, t = timesteps[b].
+    public func addNoise(original: Tensor, noise: Tensor, timesteps: [Int]) -> Tensor {
+        perBatch(original, noise, timesteps) { a, s, x, n in a * x + s * n }
+    }
+
+    /// The v-prediction target per batch element: sqrt(ᾱ_t) · noise − sqrt(1 − ᾱ_t) · sample.
+    public func velocity(sample: Tensor, noise: Tensor, timesteps: [Int]) -> Tensor {
+        perBatch(sample, noise, timesteps) { a, s, x, n in a * n - s * x }
+    }
+
+    /// Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) per timestep (for min-SNR-γ loss weighting).
+    public func snr(timesteps: [Int]) -> [Float] {
+        timesteps.map { t in
+            let (a, s) = coefficients(t)
+            let r = a / s
+            return r * r
+        }
+    }
+
+    private func perBatch(_ x: Tensor, _ n: Tensor, _ timesteps: [Int],
+                          _ f: (Float, Float, Float, Float) -> Float) -> Tensor {
+        precondition(x.shape == n.shape, "sample \(x.shape) and noise \(n.shape) differ in shape")
+        precondition(x.rank >= 1 && x.shape[0] == timesteps.count,
+                     "\(timesteps.count) timesteps for a batch of shape \(x.shape)")
+        let x = x.contiguous(), n = n.contiguous(), out = Tensor(empty: x.shape)
+        let per = x.count / max(timesteps.count, 1)
+        let px = x.data, pn = n.data, po = out.data
+        for (b, t) in timesteps.enumerated() {
+            let (a, s) = coefficients(t)
+            for i in b * per..<(b + 1) * per { po[i] = f(a, s, px[i], pn[i]) }
+        }
+        return out
+    }
+}
