@@ -5,13 +5,20 @@ public enum JPEGCodec {
     /// Decodes baseline or progressive JPEG in YCbCr, grayscale, RGB, CMYK or YCCK to RGB.
     /// Does not apply EXIF orientation (`RGBImage.decode` does).
     public static func decode(_ bytes: [UInt8], path: String = "<memory>") throws -> RGBImage {
+        try decodeWithSource(bytes, path: path).image
+    }
+
+    /// `decode` plus what the file held: colour components (1 gray, 3, 4 CMYK/YCCK)
+    /// and whether it was progressive.
+    static func decodeWithSource(_ bytes: [UInt8], path: String) throws -> (image: RGBImage, components: Int, progressive: Bool) {
         var out = kb_image()
         let status = bytes.withUnsafeBufferPointer { kb_jpeg_decode($0.baseAddress, $0.count, &out) }
         defer { kb_image_free(&out) }
         try check(status, out, path: path, format: .jpeg)
         let count = Int(out.width) * Int(out.height) * 3
-        return RGBImage(width: Int(out.width), height: Int(out.height),
-                        pixels: Array(UnsafeBufferPointer(start: out.pixels, count: count)))
+        let image = RGBImage(width: Int(out.width), height: Int(out.height),
+                             pixels: Array(UnsafeBufferPointer(start: out.pixels, count: count)))
+        return (image, Int(out.source_components), out.progressive != 0)
     }
 
     /// Encodes as a baseline JPEG with 4:2:0 chroma subsampling; `quality` is clamped to 1...100.

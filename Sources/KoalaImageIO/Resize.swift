@@ -89,10 +89,17 @@ struct ResampleWeights {
 extension RGBImage {
     /// The image resampled to `width` x `height` with `filter` (Lanczos by default),
     /// matching Pillow's `Image.resize(size, filter)` on RGB images pixel for pixel:
-    /// a horizontal pass, then a vertical pass, each rounded to 8 bits.
+    /// one pass per axis, each rounded to 8 bits, in Pillow's order (vertical first only
+    /// when widening while shrinking the height, so the shrinking pass runs first).
     public func resized(width newWidth: Int, height newHeight: Int, filter: ResampleFilter = .lanczos) -> RGBImage {
         precondition(newWidth > 0 && newHeight > 0, "resize target must be positive, got \(newWidth)x\(newHeight)")
         if newWidth == width && newHeight == height { return self }
+        if newWidth > width && newHeight < height {
+            let v = ResampleWeights(inSize: height, outSize: newHeight, filter: filter)
+            let h = ResampleWeights(inSize: width, outSize: newWidth, filter: filter)
+            return resampleColumns(rowShift: 0, outHeight: newHeight, weights: v)
+                .resampleRows(rowOffset: 0, rows: newHeight, outWidth: newWidth, weights: h)
+        }
         var current = self
         let vertical = newHeight != height ? ResampleWeights(inSize: height, outSize: newHeight, filter: filter) : nil
         if newWidth != width {
