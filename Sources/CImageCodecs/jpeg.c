@@ -13,8 +13,6 @@ typedef struct {
     jmp_buf jump;
     char *message;
     int truncated;
-    /* A file that ends after the last scanline (only EOI missing) is accepted. */
-    int scanlines_done;
 } error_state;
 
 static void on_error_exit(j_common_ptr cinfo) {
@@ -29,8 +27,9 @@ static void on_emit_message(j_common_ptr cinfo, int level) {
     error_state *state = (error_state *)cinfo->err;
     if (level >= 0) return;  /* trace output */
     /* libjpeg treats running out of data as a warning and pads the image with gray;
-       Pillow (and we) refuse such a file rather than train on a half-gray photo. */
-    if (cinfo->err->msg_code == JWRN_JPEG_EOF && !state->scanlines_done) {
+       Pillow (and we) refuse such a file rather than train on a half-gray photo. Like
+       Pillow, this includes a file that lacks only its end marker. */
+    if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
         state->truncated = 1;
         on_error_exit(cinfo);
     }
@@ -46,7 +45,6 @@ static void install_errors(error_state *state, char *message) {
     state->pub.output_message = on_output_message;
     state->message = message;
     state->truncated = 0;
-    state->scanlines_done = 0;
 }
 
 static void convert_row(const uint8_t *in, uint8_t *out, size_t width, int components) {
@@ -122,7 +120,6 @@ kb_image_status kb_jpeg_decode(const uint8_t *data, size_t size, kb_image *out) 
         if (jpeg_read_scanlines(&cinfo, rows, 1) != 1) break;  /* cannot happen with a memory source */
         convert_row(row, pixels + y * width * 3, width, components);
     }
-    errors.scanlines_done = 1;
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     free(row);

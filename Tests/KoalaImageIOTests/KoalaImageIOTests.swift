@@ -307,6 +307,33 @@ final class KoalaImageIOTests: XCTestCase {
         }
     }
 
+    func testTruncationRules() throws {
+        // A progressive JPEG cut mid-scan is refused like a baseline one...
+        let progressive = try RGBImage.readFile(imagePath("jpeg_progressive.jpg"))
+        XCTAssertThrowsError(try RGBImage.decode(Array(progressive.prefix(progressive.count * 7 / 10)), path: "p.jpg")) {
+            XCTAssertEqual($0 as? ImageIOError, .truncated(path: "p.jpg", format: .jpeg))
+        }
+        // ...and so is one that lacks only its end marker, as Pillow does.
+        let baseline = try RGBImage.readFile(imagePath("jpeg_baseline.jpg"))
+        XCTAssertEqual(Array(baseline.suffix(2)), [0xFF, 0xD9])
+        XCTAssertThrowsError(try RGBImage.decode(Array(baseline.dropLast(2)), path: "b.jpg")) {
+            XCTAssertEqual($0 as? ImageIOError, .truncated(path: "b.jpg", format: .jpeg))
+        }
+        // PNG: a cut inside IDAT is an error, a missing IEND is not (Pillow agrees).
+        let png = try RGBImage.readFile(imagePath("png_rgb8.png"))
+        XCTAssertEqual(try RGBImage.decode(Array(png.dropLast(12))), try RGBImage.decode(png))
+        XCTAssertThrowsError(try RGBImage.decode(Array(png.prefix(60)), path: "t.png")) {
+            XCTAssertEqual($0 as? ImageIOError, .truncated(path: "t.png", format: .png))
+        }
+        // Only the 8-byte signature: libpng reads past the end of the data.
+        XCTAssertThrowsError(try RGBImage.decode(Array(png.prefix(8)), path: "s.png")) {
+            XCTAssertEqual($0 as? ImageIOError, .truncated(path: "s.png", format: .png))
+        }
+        XCTAssertThrowsError(try RGBImage.decode([0xFF, 0xD8, 0xFF], path: "s.jpg")) {
+            XCTAssertEqual($0 as? ImageIOError, .truncated(path: "s.jpg", format: .jpeg))
+        }
+    }
+
     // MARK: Helpers
 
     func temporaryDirectory() throws -> URL {
