@@ -99,7 +99,10 @@ base.save(path("jpeg_baseline.jpg"), quality=90)
 base.save(path("jpeg_progressive.jpg"), quality=90, progressive=True)
 base.save(path("jpeg_444.jpg"), quality=95, subsampling=0)
 base.convert("L").save(path("jpeg_gray.jpg"), quality=90)
-base.convert("CMYK").save(path("jpeg_cmyk.jpg"), quality=90)
+# Pillow's RGB->CMYK leaves K at 0; give K a gradient so the black channel is exercised.
+cmyk = np.asarray(base.convert("CMYK")).copy()
+cmyk[..., 3] = np.linspace(0, 200, 48, dtype=np.float64).astype(np.uint8)[None, :]
+Image.fromarray(cmyk, "CMYK").save(path("jpeg_cmyk.jpg"), quality=90)
 for name in ["jpeg_baseline", "jpeg_progressive", "jpeg_444", "jpeg_gray", "jpeg_cmyk"]:
     with Image.open(path(name + ".jpg")) as im:
         expect(name, im)
