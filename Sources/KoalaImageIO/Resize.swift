@@ -127,7 +127,7 @@ extension RGBImage {
 
     private func resampleRows(rowOffset: Int, rows: Int, outWidth: Int, weights w: ResampleWeights) -> RGBImage {
         var out = [UInt8](repeating: 0, count: outWidth * rows * 3)
-        let inWidth = width, taps = w.taps, half = 1 << (ResampleWeights.precisionBits - 1)
+        let inWidth = width, taps = w.taps, half = Int32(1 << (ResampleWeights.precisionBits - 1))
         pixels.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 w.weights.withUnsafeBufferPointer { k in
@@ -139,12 +139,12 @@ extension RGBImage {
                                 let lo = w.first[xx], n = w.count[xx], kk = k.baseAddress! + xx * taps
                                 var r = half, g = half, b = half
                                 for x in 0..<n {
-                                    let p = inRow + (lo + x) * 3, c = Int(kk[x])
-                                    r += Int(p[0]) * c; g += Int(p[1]) * c; b += Int(p[2]) * c
+                                    let p = inRow + (lo + x) * 3, c = kk[x]
+                                    r &+= Int32(p[0]) &* c; g &+= Int32(p[1]) &* c; b &+= Int32(p[2]) &* c
                                 }
-                                outRow[3 * xx] = Self.clip8(r)
-                                outRow[3 * xx + 1] = Self.clip8(g)
-                                outRow[3 * xx + 2] = Self.clip8(b)
+                                outRow[3 * xx] = Self.clip8(Int(r))
+                                outRow[3 * xx + 1] = Self.clip8(Int(g))
+                                outRow[3 * xx + 2] = Self.clip8(Int(b))
                             }
                         }
                     }
@@ -155,25 +155,27 @@ extension RGBImage {
     }
 
     /// Vertical pass; `rowShift` is the first source row held in `self` (see `resized`).
+    /// Accumulates whole rows so the inner loop runs over contiguous bytes (vectorised).
     private func resampleColumns(rowShift: Int, outHeight: Int, weights w: ResampleWeights) -> RGBImage {
-        let rowBytes = width * 3, taps = w.taps, half = 1 << (ResampleWeights.precisionBits - 1)
+        let rowBytes = width * 3, taps = w.taps
         var out = [UInt8](repeating: 0, count: rowBytes * outHeight)
         pixels.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 w.weights.withUnsafeBufferPointer { k in
                     Self.parallelRows(outHeight) { range in
+                        // Int32 as in Pillow: |weights| sum to < 2 at 22 fractional bits, so
+                        // 255 * that stays far below 2^31.
+                        let acc = UnsafeMutablePointer<Int32>.allocate(capacity: rowBytes)
+                        defer { acc.deallocate() }
                         for yy in range {
                             let lo = w.first[yy] - rowShift, n = w.count[yy], kk = k.baseAddress! + yy * taps
-                            let outRow = dst.baseAddress! + yy * rowBytes
-                            for i in 0..<rowBytes {
-                                var s = half
-                                var p = src.baseAddress! + lo * rowBytes + i
-                                for y in 0..<n {
-                                    s += Int(p.pointee) * Int(kk[y])
-                                    p += rowBytes
-                                }
-                                outRow[i] = Self.clip8(s)
+                            acc.update(repeating: Int32(1 << (ResampleWeights.precisionBits - 1)), count: rowBytes)
+                            for y in 0..<n {
+                                let row = src.baseAddress! + (lo + y) * rowBytes, c = kk[y]
+                                for i in 0..<rowBytes { acc[i] &+= Int32(row[i]) &* c }
                             }
+                            let outRow = dst.baseAddress! + yy * rowBytes
+                            for i in 0..<rowBytes { outRow[i] = Self.clip8(Int(acc[i])) }
                         }
                     }
                 }
