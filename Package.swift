@@ -32,8 +32,14 @@ let package = Package(
         .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: fastSwift),
         // Layer 2: models (U-Net, CLIP text encoders, VAE, tokenizer, pipeline folders).
         .target(name: "KoalaModels", dependencies: ["KoalaTensor"], resources: [.copy("Resources")], swiftSettings: fastSwift),
+        // setjmp/longjmp wrappers around libjpeg and libpng (their error callbacks must not return).
+        .target(
+            name: "CImageCodecs",
+            cSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]
+        ),
         // Layer 2: image I/O (JPEG/PNG decode/encode, resize, crop).
-        .target(name: "KoalaImageIO", dependencies: ["CJPEG", "CPNG"], swiftSettings: fastSwift),
+        .target(name: "KoalaImageIO", dependencies: ["CImageCodecs"], swiftSettings: fastSwift),
         // Layer 3: diffusion schedulers and sampling pipelines.
         .target(name: "KoalaDiffusion", dependencies: ["KoalaModels", "KoalaTensor"], swiftSettings: fastSwift),
         // Layer 4: DreamBooth training (optimizers, LoRA, recipes).
