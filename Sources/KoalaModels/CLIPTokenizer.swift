@@ -88,25 +88,10 @@ public struct CLIPTokenizer: Sendable {
             vocab[token] = id
         }
         let mergesText = try Self.readText(mergesURL)
-        let config = try Self.readJSON(configURL, required: false).map { any -> [String: Any] in
-            guard let object = any as? [String: Any] else {
-                throw CLIPTokenizerError.corruptFile(configURL, reason: "expected a JSON object")
-            }
-            return object
-        } ?? [:]
-        let specialMap = try Self.readJSON(mapURL, required: false).map { any -> [String: Any] in
-            guard let object = any as? [String: Any] else {
-                throw CLIPTokenizerError.corruptFile(mapURL, reason: "expected a JSON object")
-            }
-            return object
-        } ?? [:]
+        let config = try Self.readJSONObject(configURL) ?? [:]
+        let specialMap = try Self.readJSONObject(mapURL) ?? [:]
         let addedURL = directory.appendingPathComponent("added_tokens.json")
-        let addedTokens = try Self.readJSON(addedURL, required: false).map { any -> [String: Any] in
-            guard let object = any as? [String: Any] else {
-                throw CLIPTokenizerError.corruptFile(addedURL, reason: "expected a JSON object mapping tokens to ids")
-            }
-            return object
-        } ?? [:]
+        let addedTokens = try Self.readJSONObject(addedURL) ?? [:]
         try self.init(vocab: vocab, mergesText: mergesText, mergesURL: mergesURL, config: config,
                       specialMap: specialMap, addedTokens: addedTokens, configURL: configURL, addedTokensURL: addedURL)
     }
@@ -133,15 +118,14 @@ public struct CLIPTokenizer: Sendable {
         merges.reserveCapacity(50_000)
         var rank: Int32 = 0
         var lineNumber = 0
-        for line in mergesText.split(separator: "\n", omittingEmptySubsequences: false) {
+        for line in Self.lines(mergesText) {
             lineNumber += 1
-            let line = line.hasSuffix("\r") ? line.dropLast() : line
             if line.isEmpty || line.hasPrefix("#version") { continue }
-            let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+            let parts = line.unicodeScalars.split(separator: " ", omittingEmptySubsequences: false)
             guard parts.count == 2 else {
                 throw CLIPTokenizerError.corruptFile(mergesURL, reason: "line \(lineNumber) is not two symbols separated by one space")
             }
-            let left = String(parts[0]), right = String(parts[1])
+            let left = String(Substring(parts[0])), right = String(Substring(parts[1]))
             guard let a = vocab[left], let b = vocab[right], let merged = vocab[left + right] else {
                 throw CLIPTokenizerError.corruptFile(mergesURL, reason: "line \(lineNumber) (\(line)) uses a symbol that vocab.json lacks")
             }
@@ -196,7 +180,13 @@ public struct CLIPTokenizer: Sendable {
             specialOrder += try list.map { try Self.tokenSpec($0, key: key, url: configURL) }
         }
         if decoderRaw == nil, !addedTokens.isEmpty {
-            let specialContents = Set(specialOrder.map(\.content))
+            // transformers counts only specials written as plain strings here (it compares
+            // against str() of the raw config values), so AddedToken objects stay normalised.
+            let stringValued = (keys.map(\.0) + ["additional_special_tokens", "extra_special_tokens"]).flatMap { key -> [String] in
+                if let s = source[key] as? String { return [s] }
+                return (source[key] as? [Any])?.compactMap { $0 as? String } ?? []
+            }
+            let specialContents = Set(stringValued)
             for (content, value) in addedTokens {
                 guard let id = Self.intValue(value) else {
                     throw CLIPTokenizerError.corruptFile(addedTokensURL, reason: "the id of \(content.debugDescription) is not an integer")
@@ -511,6 +501,23 @@ public struct CLIPTokenizer: Sendable {
         }
     }
 
+    /// An optional JSON file holding an object.
+    private static func readJSONObject(_ url: URL) throws -> [String: Any]? {
+        guard let any = try readJSON(url, required: false) else { return nil }
+        guard let object = any as? [String: Any] else {
+            throw CLIPTokenizerError.corruptFile(url, reason: "expected a JSON object")
+        }
+        return object
+    }
+
+    /// Lines split on "\n" by scalar ("\r\n" is one Character), without a trailing "\r".
+    static func lines(_ text: String) -> [Substring] {
+        text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            let line = Substring(line)
+            return line.unicodeScalars.last == "\r" ? Substring(line.unicodeScalars.dropLast()) : line
+        }
+    }
+
     private static func readText(_ url: URL) throws -> String {
         guard let data = try readData(url, required: true) else { throw CLIPTokenizerError.missingFile(url) }
         guard let text = String(data: data, encoding: .utf8) else {
@@ -572,8 +579,10 @@ extension CLIPTokenizer {
         let text = try readBundledText(url)
         var tokens = byteSymbolsInVocabOrder + byteSymbolsInVocabOrder.map { $0 + "</w>" }
         tokens.reserveCapacity(49_408)
-        for line in text.split(separator: "\n") where !line.hasPrefix("#version") {
-            tokens.append(line.replacingOccurrences(of: " ", with: ""))
+        for line in lines(text) where !line.isEmpty && !line.hasPrefix("#version") {
+            var token = String.UnicodeScalarView()
+            token.append(contentsOf: line.unicodeScalars.lazy.filter { $0 != " " })
+            tokens.append(String(token))
         }
         tokens += [bosToken, eosToken]
         return (tokens, text, url)

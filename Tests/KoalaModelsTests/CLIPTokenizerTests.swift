@@ -13,6 +13,8 @@ final class CLIPTokenizerTests: XCTestCase {
         var indices: [Int]?
         var ids: [[Int]]
         var inputIDs: [[Int]]?
+        /// added_tokens.json contents, when the variant has one.
+        var addedTokens: [String: Any]?
     }
 
     struct Fixture {
@@ -36,7 +38,8 @@ final class CLIPTokenizerTests: XCTestCase {
                 padTokenID: try XCTUnwrap(raw["pad_token_id"] as? Int),
                 indices: raw["indices"] as? [Int],
                 ids: try XCTUnwrap(raw["ids"] as? [[Int]]),
-                inputIDs: raw["input_ids"] as? [[Int]])
+                inputIDs: raw["input_ids"] as? [[Int]],
+                addedTokens: raw["added_tokens"] as? [String: Any])
         }
         let fixture = Fixture(prompts: try XCTUnwrap(root["prompts"] as? [String]),
                               maxLength: try XCTUnwrap(root["max_length"] as? Int),
@@ -67,6 +70,9 @@ final class CLIPTokenizerTests: XCTestCase {
             try writeJSON(map, to: mapURL)
         } else {
             try FileManager.default.removeItem(at: mapURL)
+        }
+        if let added = variant.addedTokens {
+            try writeJSON(added, to: dir.appendingPathComponent("added_tokens.json"))
         }
         return dir
     }
@@ -203,6 +209,16 @@ final class CLIPTokenizerTests: XCTestCase {
         XCTAssertEqual(ids.first, 49406)
         XCTAssertEqual(ids.last, 49407)
         XCTAssertEqual(t("cat"), [49406, t.encode("cat")[0], 49407, 0, 0, 0, 0, 0])
+    }
+
+    func testWindowsLineEndingsInMergesLoadTheSame() throws {
+        let fixture = try Self.fixture()
+        let variant = try XCTUnwrap(fixture.variants["tokenizer_2"])
+        let dir = try folder(for: variant)
+        let mergesURL = dir.appendingPathComponent("merges.txt")
+        let text = try String(contentsOf: mergesURL, encoding: .utf8)
+        try Data(text.replacingOccurrences(of: "\n", with: "\r\n").utf8).write(to: mergesURL)
+        assertMatches(try CLIPTokenizer(directory: dir), variant, fixture, "CRLF merges")
     }
 
     func testMissingAndCorruptFilesNameTheFile() throws {

@@ -134,6 +134,14 @@ flag_variants = [
 for name, config, smap in flag_variants:
     variants.append((name, dict(config, model_max_length=MAX_LEN, tokenizer_class="CLIPTokenizer"), smap))
 
+# added_tokens.json (older saves): read only without added_tokens_decoder; its tokens are
+# normalised unless they are special.
+added_tokens_files = {"flags_added_tokens_json": {"!": 0, "<|startoftext|>": 49406, "<|endoftext|>": 49407}}
+variants.append(("flags_added_tokens_json",
+                 {"bos_token": legacy_token("<|startoftext|>"), "eos_token": legacy_token("<|endoftext|>"),
+                  "unk_token": legacy_token("<|endoftext|>"), "model_max_length": MAX_LEN,
+                  "tokenizer_class": "CLIPTokenizer"}, None))
+
 # --- prompts -------------------------------------------------------------------------------
 prompts = [
     "", " ", "   ", "\t\n", "a", "A", "sks", "a photo of sks dog", "a photo of sks dog in a bucket",
@@ -216,8 +224,11 @@ assert len(prompts) == len(set(prompts)), "duplicate prompts"
 
 
 # --- reference ids --------------------------------------------------------------------------
-def write_folder(path, config, smap):
+def write_folder(path, config, smap, added_tokens=None):
     os.makedirs(path, exist_ok=True)
+    if added_tokens is not None:
+        with open(os.path.join(path, "added_tokens.json"), "w") as f:
+            json.dump(added_tokens, f, indent=2)
     with open(os.path.join(path, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
     with open(os.path.join(path, "merges.txt"), "w", encoding="utf-8", newline="") as f:
@@ -233,7 +244,7 @@ out_variants = {}
 with tempfile.TemporaryDirectory() as tmp:
     for name, config, smap in variants:
         folder = os.path.join(tmp, name)
-        write_folder(folder, config, smap)
+        write_folder(folder, config, smap, added_tokens_files.get(name))
         tok = CLIPTokenizer.from_pretrained(folder)
         auto = AutoTokenizer.from_pretrained(folder, use_fast=False)
         assert tok.model_max_length == MAX_LEN
@@ -252,6 +263,8 @@ with tempfile.TemporaryDirectory() as tmp:
         out_variants[name] = {"tokenizer_config": config, "pad_token_id": tok.pad_token_id, "ids": full}
         if smap is not None:
             out_variants[name]["special_tokens_map"] = smap
+        if name in added_tokens_files:
+            out_variants[name]["added_tokens"] = added_tokens_files[name]
         if len(indices) < len(prompts):
             out_variants[name]["indices"] = indices
         # Padding is covered by the two SDXL variants; the others only need the full ids.
