@@ -18,10 +18,9 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
-        // System libraries (Debian: libopenblas-dev, libjpeg-dev, libpng-dev).
+        // System library (Debian: libopenblas-dev). libjpeg and libpng are wrapped by the
+        // C target CImageCodecs, which links them itself.
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
-        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG"),
-        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
         // SIMD kernels that Swift does not vectorise well (exp/tanh/erf families).
         .target(
             name: "CKernels",
@@ -32,7 +31,8 @@ let package = Package(
         .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: fastSwift),
         // Layer 2: models (U-Net, CLIP text encoders, VAE, tokenizer, pipeline folders).
         .target(name: "KoalaModels", dependencies: ["KoalaTensor"], resources: [.copy("Resources")], swiftSettings: fastSwift),
-        // setjmp/longjmp wrappers around libjpeg and libpng (their error callbacks must not return).
+        // libjpeg/libpng (Debian: libjpeg-dev, libpng-dev) behind setjmp/longjmp wrappers:
+        // their error callbacks must not return, which Swift cannot express.
         .target(
             name: "CImageCodecs",
             cSettings: [.unsafeFlags(["-O2"])],
@@ -46,15 +46,16 @@ let package = Package(
         .target(name: "KoalaTraining", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor", "TOMLKit"], swiftSettings: fastSwift),
         // Layer 4: subject store (SQLite via GRDB).
         .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
-        // Layer 5: the command-line program.
-        .executableTarget(
-            name: "koalabooth",
+        // Layer 5: the command-line program (commands in a library so tests can reach them).
+        .target(
+            name: "KoalaCLI",
             dependencies: [
                 "KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: fastSwift
         ),
+        .executableTarget(name: "koalabooth", dependencies: ["KoalaCLI"]),
         // Benchmarks (`just bench`): release build only.
         .executableTarget(name: "KoalaBench", dependencies: ["KoalaTensor"], swiftSettings: fastSwift),
 
@@ -64,5 +65,6 @@ let package = Package(
         .testTarget(name: "KoalaModelsTests", dependencies: ["KoalaModels", "KoalaTestSupport"]),
         .testTarget(name: "KoalaDiffusionTests", dependencies: ["KoalaDiffusion", "KoalaTestSupport"]),
         .testTarget(name: "KoalaImageIOTests", dependencies: ["KoalaImageIO", "KoalaTestSupport"]),
+        .testTarget(name: "KoalaCLITests", dependencies: ["koalabooth", "KoalaCLI", "KoalaTestSupport"]),
     ]
 )

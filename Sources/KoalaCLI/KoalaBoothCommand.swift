@@ -1,0 +1,14 @@
+import ArgumentParser
+
+/// `koalabooth`: the root command.
+public struct KoalaBoothCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "koalabooth",
+        abstract: "DreamBooth personalisation of KOALA-700M text-to-image models on the CPU.",
+        discussion: "Models are diffusers folders (model_index.json, unet/, vae/, text_encoder/, …). Nothing is downloaded: supply real weights yourself, or make a tiny random model with `koalabooth model init --preset tiny`.",
+        version: "0.1.0",
+        subcommands: [ModelCommand.self]
+    )
+
+    public init() {}
+}

@@ -1,0 +1,46 @@
+import Foundation
+import XCTest
+
+/// Runs the built `koalabooth` executable, as a user would.
+struct CLIResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+enum CLI {
+    static var executable: URL {
+        // The test bundle sits next to the products (…/debug/KoalaBoothPackageTests.xctest).
+        var dir = Bundle(for: CLIMarker.self).bundleURL
+        while dir.pathExtension == "xctest" || !FileManager.default.fileExists(atPath: dir.appendingPathComponent("koalabooth").path) {
+            let up = dir.deletingLastPathComponent()
+            if up == dir { break }
+            dir = up
+        }
+        return dir.appendingPathComponent("koalabooth")
+    }
+
+    @discardableResult
+    static func run(_ args: [String], environment: [String: String] = [:]) throws -> CLIResult {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = args
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    static func temporaryDirectory() throws -> URL {
+        let url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+final class CLIMarker {}
