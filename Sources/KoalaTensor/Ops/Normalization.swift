@@ -153,7 +153,9 @@ extension Tensor {
             let gx = Tensor(empty: x.shape)  // holds dz first, then dx
             // Per (sample, channel): Σ dz·x̂ and Σ dz, summed over samples afterwards.
             let partial = Tensor(empty: [n * c, 2])
-            let gyp = gy.data, gxp = gx.data, pp = partial.data
+            // Captures the tensors (not just their pointers) so their storage outlives forward.
+            let gyp = gy.data, gxp = gx.data, pp = partial.data, sp = stats.data, xp = x.data
+            let wp = w?.data, bp = b?.data
             Parallel.forEach(n * groups, grain: max(1, 8192 / max(groupSize, 1))) { range in
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block)
                 defer { scratch.deallocate() }
@@ -237,7 +239,7 @@ extension Tensor {
         if let b { inputs.append(b) }
         return record(out, inputs, "layerNorm") { grad, needs in
             let gy = grad.contiguous()
-            let gyp = gy.data
+            let gyp = gy.data, sp = stats.data, xp = x.data, wp = w?.data
             // Weight and bias gradients: partial sums per fixed block of rows (the same
             // blocks for any thread count, so results are deterministic), then summed.
             let blockRows = 64, blocks = (rows + blockRows - 1) / blockRows
