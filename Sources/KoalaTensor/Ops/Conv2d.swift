@@ -31,10 +31,11 @@ struct ConvGeometry {
 
     /// Unfolds output rows `rows` of one image: `col[(c, ki, kj), (r, q)] = x[c, r*s - p + ki, q*s - p + kj]`
     /// (zero in the padding), row-major with `rows.count * ow` columns.
-    func im2col(_ x: UnsafePointer<Float>, rows: Range<Int>, into col: UnsafeMutablePointer<Float>) {
+    /// `serial` when the caller already runs one tile per thread.
+    func im2col(_ x: UnsafePointer<Float>, rows: Range<Int>, into col: UnsafeMutablePointer<Float>, serial: Bool = false) {
         let cols = rows.count * ow
         let g = self
-        Parallel.forEach(ckk, grain: max(1, 4096 / max(cols, 1))) { range in
+        Parallel.forEach(ckk, grain: serial ? ckk : max(1, 4096 / max(cols, 1))) { range in
             for r in range {
                 let ch = r / (g.kh * g.kw), ki = (r / g.kw) % g.kh, kj = r % g.kw
                 let (lo, hi) = g.validColumns(kj)
@@ -116,22 +117,49 @@ extension Tensor {
             let gOut = grad.contiguous()
             let gx = needs[0] ? Tensor(empty: x.shape) : nil
             let gw = needs[1] ? Tensor(empty: wt.shape) : nil
-            Tensor.convBackward(g, x.data, wt.data, gOut.data, gx?.data, gw?.data)
+            if gx != nil || gw != nil { Tensor.convBackward(g, x.data, wt.data, gOut.data, gx?.data, gw?.data) }
             var grads: [Tensor?] = [gx, gw]
             if inputs.count == 3 { grads.append(needs[2] ? Tensor.channelSums(gOut, channels: o) : nil) }
             return grads
         }
     }
 
-    static func convForward(_ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>, _ w: UnsafeMutablePointer<Float>,
-                            _ bias: UnsafeMutablePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+    /// Output tiles (image, rows): at most `tileRows` rows, and at least one tile per thread.
+    static func convTiles(_ g: ConvGeometry) -> [(img: Int, rows: Range<Int>)] {
+        let perImage = min(g.oh, max((g.oh + g.tileRows - 1) / g.tileRows, (Parallel.threads + g.n - 1) / g.n))
+        let rowsPerTile = (g.oh + perImage - 1) / perImage
+        var tiles: [(img: Int, rows: Range<Int>)] = []
+        for img in 0..<g.n {
+            for r0 in stride(from: 0, to: g.oh, by: rowsPerTile) { tiles.append((img, r0..<min(g.oh, r0 + rowsPerTile))) }
+        }
+        return tiles
+    }
+
+    /// Splits the tiles between threads; each thread unfolds its tiles into its own
+    /// column buffer and multiplies with single-threaded GEMMs. Threads never wait on
+    /// each other inside a GEMM (OpenBLAS's own threads spin and yield at every
+    /// synchronisation, which costs a lot on a busy 2-core machine), and unfolding
+    /// overlaps with the other thread's GEMM. `body(chunkStart, tiles, col)`.
+    static func forEachTileChunk(_ g: ConvGeometry,
+                                 _ body: (Int, ArraySlice<(img: Int, rows: Range<Int>)>, UnsafeMutablePointer<Float>) -> Void) {
+        let tiles = convTiles(g)
+        let maxRows = tiles.map(\.rows.count).max() ?? 0
+        BLAS.singleThreaded {
+            Parallel.forEach(tiles.count) { range in
+                let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * maxRows * g.ow)
+                defer { col.deallocate() }
+                body(range.lowerBound, tiles[range], col)
+            }
+        }
+    }
+
+    static func convForward(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                            _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
         // The bias is written into the output tile just before the GEMM accumulates onto
         // it (beta 1): OpenBLAS clears C for beta 0 anyway, so the bias costs nothing extra.
         func fillBias(_ dst: UnsafeMutablePointer<Float>, count: Int) {
             guard let bias else { return }
-            Parallel.forEach(g.o, grain: max(1, 16384 / max(count, 1))) { r in
-                for oc in r { (dst + oc * g.outPlane).update(repeating: bias[oc], count: count) }
-            }
+            for oc in 0..<g.o { (dst + oc * g.outPlane).update(repeating: bias[oc], count: count) }
         }
         let beta: Float = bias == nil ? 0 : 1
         if g.isPointwise {
@@ -143,26 +171,21 @@ extension Tensor {
             }
             return
         }
-        let tile = g.tileRows
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * tile * g.ow)
-        defer { col.deallocate() }
-        for img in 0..<g.n {
-            let xi = x + img * g.c * g.inPlane, oi = out + img * g.o * g.outPlane
-            for r0 in stride(from: 0, to: g.oh, by: tile) {
-                let rows = r0..<min(g.oh, r0 + tile), cols = rows.count * g.ow
-                g.im2col(xi, rows: rows, into: col)
-                fillBias(oi + r0 * g.ow, count: cols)
+        forEachTileChunk(g) { _, tiles, col in
+            for (img, rows) in tiles {
+                let cols = rows.count * g.ow, o = out + img * g.o * g.outPlane + rows.lowerBound * g.ow
+                g.im2col(x + img * g.c * g.inPlane, rows: rows, into: col, serial: true)
+                fillBias(o, count: cols)
                 BLAS.sgemm(transA: false, transB: false, m: g.o, n: cols, k: g.ckk, a: w, lda: g.ckk,
-                           b: col, ldb: cols, beta: beta, c: oi + r0 * g.ow, ldc: g.outPlane)
+                           b: col, ldb: cols, beta: beta, c: o, ldc: g.outPlane)
             }
         }
     }
 
     /// Input gradient into `gx` and weight gradient into `gw`, each only when non-nil.
-    static func convBackward(_ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>, _ w: UnsafeMutablePointer<Float>,
-                             _ gOut: UnsafeMutablePointer<Float>,
+    static func convBackward(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                             _ gOut: UnsafePointer<Float>,
                              _ gx: UnsafeMutablePointer<Float>?, _ gw: UnsafeMutablePointer<Float>?) {
-        if gx == nil && gw == nil { return }
         if g.isPointwise {
             for img in 0..<g.n {
                 let go = gOut + img * g.o * g.outPlane, xi = x + img * g.c * g.inPlane
@@ -177,29 +200,82 @@ extension Tensor {
             }
             return
         }
-        if let gx { gx.update(repeating: 0, count: g.n * g.c * g.inPlane) }
-        let tile = g.tileRows
-        // One buffer serves the input's columns (for the weight gradient) and then the
-        // columns' gradient (for the input gradient) of the same tile.
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * tile * g.ow)
-        defer { col.deallocate() }
-        var first = true
-        for img in 0..<g.n {
-            let xi = x + img * g.c * g.inPlane, go = gOut + img * g.o * g.outPlane
-            for r0 in stride(from: 0, to: g.oh, by: tile) {
-                let rows = r0..<min(g.oh, r0 + tile), cols = rows.count * g.ow
-                if let gw {
-                    g.im2col(xi, rows: rows, into: col)
-                    BLAS.sgemm(transA: false, transB: true, m: g.o, n: g.ckk, k: cols, a: go + r0 * g.ow, lda: g.outPlane,
-                               b: col, ldb: cols, beta: first ? 0 : 1, c: gw, ldc: g.ckk)
-                    first = false
-                }
-                if let gx {
-                    BLAS.sgemm(transA: true, transB: false, m: g.ckk, n: cols, k: g.o, a: w, lda: g.ckk,
-                               b: go + r0 * g.ow, ldb: g.outPlane, c: col, ldc: cols)
-                    g.col2im(col, rows: rows, into: gx + img * g.c * g.inPlane)
+        if let gw { convWeightGrad(g, x, gOut, gw) }
+        if let gx {
+            if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
+                convInputGradAsConv(g, w, gOut, gx)
+            } else {
+                convInputGradCol2im(g, w, gOut, gx)
+            }
+        }
+    }
+
+    /// gW = Σ_tiles gOut_tile · colsᵀ, each thread summing its tiles into its own buffer;
+    /// the buffers are added in tile order, so the result depends only on the thread count.
+    static func convWeightGrad(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ gOut: UnsafePointer<Float>,
+                               _ gw: UnsafeMutablePointer<Float>) {
+        let size = g.o * g.ckk
+        let tileCount = convTiles(g).count
+        let partials = UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>?>.allocate(capacity: tileCount)
+        partials.initialize(repeating: nil)
+        defer {
+            for p in partials { p?.deallocate() }
+            partials.deallocate()
+        }
+        forEachTileChunk(g) { start, tiles, col in
+            let dst = start == 0 ? gw : UnsafeMutablePointer<Float>.allocate(capacity: size)
+            if start != 0 { partials[start] = dst }
+            var first = true
+            for (img, rows) in tiles {
+                let cols = rows.count * g.ow
+                g.im2col(x + img * g.c * g.inPlane, rows: rows, into: col, serial: true)
+                BLAS.sgemm(transA: false, transB: true, m: g.o, n: g.ckk, k: cols,
+                           a: gOut + img * g.o * g.outPlane + rows.lowerBound * g.ow, lda: g.outPlane,
+                           b: col, ldb: cols, beta: first ? 0 : 1, c: dst, ldc: g.ckk)
+                first = false
+            }
+        }
+        let extra = partials.compactMap { $0 }
+        if extra.isEmpty { return }
+        Parallel.forEach(size, grain: 1 << 15) { r in
+            for p in extra { for i in r { gw[i] += p[i] } }
+        }
+    }
+
+    /// For stride 1 and a square kernel the input gradient is itself a convolution: of
+    /// the output gradient with the weight transposed to [in, out] and flipped in both
+    /// spatial axes, padded by k - 1 - p. Its tiles do not overlap (unlike col2im's).
+    static func convInputGradAsConv(_ g: ConvGeometry, _ w: UnsafePointer<Float>, _ gOut: UnsafePointer<Float>,
+                                    _ gx: UnsafeMutablePointer<Float>) {
+        let k2 = g.kh * g.kw
+        let flipped = UnsafeMutablePointer<Float>.allocate(capacity: g.o * g.ckk)
+        defer { flipped.deallocate() }
+        Parallel.forEach(g.c, grain: max(1, 4096 / max(g.o * k2, 1))) { r in
+            for ci in r {
+                for oc in 0..<g.o {
+                    let src = w + (oc * g.c + ci) * k2, dst = flipped + (ci * g.o + oc) * k2
+                    for t in 0..<k2 { dst[t] = src[k2 - 1 - t] }
                 }
             }
+        }
+        let t = ConvGeometry(n: g.n, c: g.o, h: g.oh, w: g.ow, o: g.c, kh: g.kh, kw: g.kw,
+                             stride: 1, pad: g.kh - 1 - g.pad, oh: g.h, ow: g.w)
+        convForward(t, gOut, flipped, nil, gx)
+    }
+
+    /// General input gradient: per tile, columns' gradient Wᵀ · gOut_tile, scattered back
+    /// by col2im. Neighbouring tiles overlap in the input, so tiles run one after another.
+    static func convInputGradCol2im(_ g: ConvGeometry, _ w: UnsafePointer<Float>, _ gOut: UnsafePointer<Float>,
+                                    _ gx: UnsafeMutablePointer<Float>) {
+        gx.update(repeating: 0, count: g.n * g.c * g.inPlane)
+        let tiles = convTiles(g)
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
+        defer { col.deallocate() }
+        for (img, rows) in tiles {
+            let cols = rows.count * g.ow
+            BLAS.sgemm(transA: true, transB: false, m: g.ckk, n: cols, k: g.o, a: w, lda: g.ckk,
+                       b: gOut + img * g.o * g.outPlane + rows.lowerBound * g.ow, ldb: g.outPlane, c: col, ldc: cols)
+            g.col2im(col, rows: rows, into: gx + img * g.c * g.inPlane)
         }
     }
 
