@@ -12,10 +12,10 @@ final class Conv2dTests: XCTestCase {
     /// Runs `body` with im2col tiles of one output row and Winograd bands of one tile
     /// row, so small inputs take the tiled paths.
     func withTinyTiles<T>(_ body: () throws -> T) rethrows -> T {
-        let saved = (Conv2dTuning.maxColumnFloats, Conv2dTuning.winogradBandFloats)
+        let saved = (Conv2dTuning.maxColumnFloats, Conv2dTuning.winogradBandFloats, Conv2dTuning.maxWeightPartialFloats)
         Conv2dTuning.maxColumnFloats = 1
         Conv2dTuning.winogradBandFloats = 1
-        defer { (Conv2dTuning.maxColumnFloats, Conv2dTuning.winogradBandFloats) = saved }
+        defer { (Conv2dTuning.maxColumnFloats, Conv2dTuning.winogradBandFloats, Conv2dTuning.maxWeightPartialFloats) = saved }
         return try body()
     }
 
@@ -54,6 +54,9 @@ final class Conv2dTests: XCTestCase {
         try withoutWinograd {
             for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
             try withTinyTiles {
+                for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
+                // The weight gradient summed once over tiles (the path of wide layers).
+                Conv2dTuning.maxWeightPartialFloats = 0
                 for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
             }
         }

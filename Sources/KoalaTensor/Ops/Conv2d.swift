@@ -12,6 +12,9 @@ enum Conv2dTuning {
     /// Upper bound on the Winograd weight gradient's per-thread sums (16·out·in floats
     /// each); wider layers take the im2col path, which needs no such buffers.
     nonisolated(unsafe) static var winogradWeightGradFloats = 16 << 20
+    /// Largest weight (in floats) whose im2col gradient is summed per thread; wider
+    /// weights are summed once, tile after tile.
+    nonisolated(unsafe) static var maxWeightPartialFloats = 4 << 20
 }
 
 /// Shape bookkeeping shared by the forward and backward kernels (NCHW, groups 1).
@@ -232,6 +235,20 @@ extension Tensor {
     static func convWeightGrad(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ gOut: UnsafePointer<Float>,
                                _ gw: UnsafeMutablePointer<Float>) {
         let size = g.o * g.ckk
+        if size > Conv2dTuning.maxWeightPartialFloats {
+            // Wide layers (small images): one sum, tiles in turn, OpenBLAS's threads per GEMM.
+            let tiles = convTiles(g)
+            let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
+            defer { col.deallocate() }
+            for (i, (img, rows)) in tiles.enumerated() {
+                let cols = rows.count * g.ow
+                g.im2col(x + img * g.c * g.inPlane, rows: rows, into: col)
+                BLAS.sgemm(transA: false, transB: true, m: g.o, n: g.ckk, k: cols,
+                           a: gOut + img * g.o * g.outPlane + rows.lowerBound * g.ow, lda: g.outPlane,
+                           b: col, ldb: cols, beta: i == 0 ? 0 : 1, c: gw, ldc: g.ckk)
+            }
+            return
+        }
         let tileCount = convTiles(g).count
         let partials = UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>?>.allocate(capacity: tileCount)
         partials.initialize(repeating: nil)
