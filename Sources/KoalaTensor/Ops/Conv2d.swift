@@ -134,13 +134,13 @@ extension Tensor {
         }
     }
 
-    /// Output tiles (image, rows): at most `tileRows` rows, and at least one tile per thread.
+    /// Output tiles (image, rows) of balanced sizes: at most `tileRows` rows, and at
+    /// least one tile per thread.
     static func convTiles(_ g: ConvGeometry) -> [(img: Int, rows: Range<Int>)] {
         let perImage = min(g.oh, max((g.oh + g.tileRows - 1) / g.tileRows, (Parallel.threads + g.n - 1) / g.n))
-        let rowsPerTile = (g.oh + perImage - 1) / perImage
         var tiles: [(img: Int, rows: Range<Int>)] = []
         for img in 0..<g.n {
-            for r0 in stride(from: 0, to: g.oh, by: rowsPerTile) { tiles.append((img, r0..<min(g.oh, r0 + rowsPerTile))) }
+            for t in 0..<perImage { tiles.append((img, (g.oh * t / perImage)..<(g.oh * (t + 1) / perImage))) }
         }
         return tiles
     }
@@ -167,15 +167,17 @@ extension Tensor {
                             _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
         // The bias is written into the output tile just before the GEMM accumulates onto
         // it (beta 1): OpenBLAS clears C for beta 0 anyway, so the bias costs nothing extra.
-        func fillBias(_ dst: UnsafeMutablePointer<Float>, count: Int) {
+        func fillBias(_ dst: UnsafeMutablePointer<Float>, count: Int, parallel: Bool = false) {
             guard let bias else { return }
-            for oc in 0..<g.o { (dst + oc * g.outPlane).update(repeating: bias[oc], count: count) }
+            Parallel.forEach(g.o, grain: parallel ? max(1, 32768 / max(count, 1)) : g.o) { r in
+                for oc in r { (dst + oc * g.outPlane).update(repeating: bias[oc], count: count) }
+            }
         }
         let beta: Float = bias == nil ? 0 : 1
         if g.isPointwise {
             for img in 0..<g.n {
                 let o = out + img * g.o * g.outPlane
-                fillBias(o, count: g.outPlane)
+                fillBias(o, count: g.outPlane, parallel: true)
                 BLAS.sgemm(transA: false, transB: false, m: g.o, n: g.outPlane, k: g.c, a: w, lda: g.c,
                            b: x + img * g.c * g.inPlane, ldb: g.inPlane, beta: beta, c: o, ldc: g.outPlane)
             }
@@ -321,7 +323,7 @@ extension Tensor {
         Parallel.forEach(channels, grain: max(1, 16384 / max(n * plane, 1))) { r in
             for ch in r {
                 var acc = 0.0
-                for img in 0..<n { acc += Double(sumFloats(src + (img * channels + ch) * plane, plane)) }
+                for img in 0..<n { acc += convSumFloats(src + (img * channels + ch) * plane, plane) }
                 dst[ch] = Float(acc)
             }
         }
@@ -329,18 +331,24 @@ extension Tensor {
     }
 }
 
-/// Sum of `n` floats with 16 independent lanes (vectorises; error grows like √(n/16)).
+/// Sum of `n` floats: blocks of 4096 in 16 float lanes (vectorises), block sums in Double.
 @inline(__always)
-func sumFloats(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc = SIMD16<Float>(repeating: 0)
-    var i = 0
-    while i + 16 <= n {
-        acc += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
-        i += 16
+private func convSumFloats(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+    var total = 0.0, start = 0
+    while start < n {
+        let end = min(n, start + 4096)
+        var acc = SIMD16<Float>(repeating: 0)
+        var i = start
+        while i + 16 <= end {
+            acc += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
+            i += 16
+        }
+        var s = acc.sum()
+        while i < end { s += p[i]; i += 1 }
+        total += Double(s)
+        start = end
     }
-    var s = acc.sum()
-    while i < n { s += p[i]; i += 1 }
-    return s
+    return total
 }
 
 /// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: each 2x2 output tile is
