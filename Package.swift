@@ -65,6 +65,7 @@ let package = Package(
         .testTarget(name: "KoalaModelsTests", dependencies: ["KoalaModels", "KoalaTestSupport"]),
         .testTarget(name: "KoalaDiffusionTests", dependencies: ["KoalaDiffusion", "KoalaTestSupport"]),
         .testTarget(name: "KoalaImageIOTests", dependencies: ["KoalaImageIO", "KoalaTestSupport"]),
+        .testTarget(name: "KoalaStoreTests", dependencies: ["KoalaStore", "KoalaTestSupport"]),
         .testTarget(name: "KoalaCLITests", dependencies: ["koalabooth", "KoalaCLI", "KoalaTestSupport"]),
     ]
 )
