@@ -299,7 +299,7 @@ public final class SubjectStore: Sendable {
                 if !FileManager.default.fileExists(atPath: dir.path) { createdDirectory = dir }
                 let result = try insertPhotos(db, staged, subjectID: subject.id!, moved: &moved)
                 try inject(.beforeCommit)
-                return (subject, result)
+                return (try Subject.fetchOne(db, key: subject.id!)!, result)
             }
         } catch {
             undoMoves(moved)
@@ -348,7 +348,7 @@ public final class SubjectStore: Sendable {
             subject.name = newName
             subject.updatedAt = Date()
             try subject.update(db)
-            return subject
+            return try Subject.fetchOne(db, key: subject.id!)!
         }
     }
 
@@ -459,7 +459,7 @@ public final class SubjectStore: Sendable {
             var run = run
             run.id = nil
             try run.insert(db)
-            return run
+            return try TrainingRun.fetchOne(db, key: run.id!)!
         }
     }
 
@@ -495,7 +495,7 @@ public final class SubjectStore: Sendable {
             guard try TrainingRun.exists(db, key: runID) else { throw StoreError.unknownRun(id: runID) }
             var c = Checkpoint(runId: runID, step: step, kind: kind, path: path, sha256: sha, byteCount: size)
             try c.insert(db)
-            return c
+            return try Checkpoint.fetchOne(db, key: c.id!)!
         }
     }
 
@@ -519,7 +519,7 @@ public final class SubjectStore: Sendable {
             var g = generation
             g.id = nil
             try g.insert(db)
-            return g
+            return try Generation.fetchOne(db, key: g.id!)!
         }
     }
 
@@ -606,7 +606,8 @@ public final class SubjectStore: Sendable {
             try makeDirectory(photosDir)
             try move(file.url, to: dest)
             moved.append(dest)
-            result.added.append(photo)
+            // As stored (dates keep milliseconds), so it equals what later reads return.
+            result.added.append(try Photo.fetchOne(db, key: photo.id!)!)
         }
         return result
     }
