@@ -66,6 +66,7 @@ let package = Package(
         .testTarget(name: "KoalaDiffusionTests", dependencies: ["KoalaDiffusion", "KoalaTestSupport"]),
         .testTarget(name: "KoalaImageIOTests", dependencies: ["KoalaImageIO", "KoalaTestSupport"]),
         .testTarget(name: "KoalaTrainingTests", dependencies: ["KoalaTraining", "KoalaTestSupport"]),
+        .testTarget(name: "KoalaStoreTests", dependencies: ["KoalaStore", "KoalaTestSupport"]),
         .testTarget(name: "KoalaCLITests", dependencies: ["koalabooth", "KoalaCLI", "KoalaTestSupport"]),
     ]
 )

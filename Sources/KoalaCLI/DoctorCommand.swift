@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+import KoalaStore
+
+struct DoctorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Check the data directory: database integrity, recorded files, stray files.",
+        discussion: "Exits with status 1 when it finds a problem. It changes nothing."
+    )
+
+    @Flag(name: .customLong("verify-hashes"), help: "Also re-hash every photo and checkpoint (slower).")
+    var verifyHashes = false
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let home = global.homeURL
+        guard SubjectStore.databaseExists(at: home) else {
+            throw CLIError("no KoalaBooth data directory at \(home.path) (no \(SubjectStore.databaseFileName) there). Check --home / KOALABOOTH_HOME; `koalabooth subject create` makes one.")
+        }
+        let report = try global.openStore().checkHealth(verifyHashes: verifyHashes)
+        if json {
+            try Output.json(report)
+        } else {
+            print("data directory: \(report.home) (schema \(report.schemaVersion))")
+            print("database integrity: \(report.integrity.joined(separator: "; "))")
+            if report.foreignKeyViolations > 0 { print("foreign key violations: \(report.foreignKeyViolations)") }
+            print("recorded files checked: \(report.filesChecked)")
+            for p in report.fileProblems { print("  \(p.kind) \(p.path): \(p.problem)") }
+            if !report.orphans.isEmpty {
+                print("files no record refers to (\(report.orphans.count)); safe to delete if you do not need them:")
+                for o in report.orphans { print("  \(o)") }
+            }
+            if !report.leftovers.isEmpty {
+                print("leftovers of interrupted operations in tmp/ (safe to delete): \(report.leftovers.joined(separator: ", "))")
+            }
+            if report.isHealthy { print("no problems found") }
+        }
+        if !report.isHealthy {
+            let n = report.fileProblems.count + report.orphans.count + (report.integrity == ["ok"] ? 0 : 1) + (report.foreignKeyViolations > 0 ? 1 : 0)
+            Output.note("doctor found \(n) problem\(n == 1 ? "" : "s") in \(report.home).")
+            throw ExitCode.failure
+        }
+    }
+}

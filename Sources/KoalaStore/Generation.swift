@@ -1,0 +1,52 @@
+import Foundation
+import GRDB
+
+/// One generated image and everything needed to make it again.
+public struct Generation: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "generation"
+
+    public var id: Int64?
+    public var subjectId: Int64
+    /// The run whose weights were used; nil for the base model (or a deleted run).
+    public var runId: Int64?
+    public var checkpointId: Int64?
+    /// The prompt after `{token}`/`{class}` substitution.
+    public var prompt: String
+    public var negativePrompt: String
+    public var seed: Int64
+    public var steps: Int
+    public var scheduler: String
+    public var guidanceScale: Double
+    public var width: Int
+    public var height: Int
+    /// Relative to the data directory.
+    public var imagePath: String
+    public var createdAt: Date
+
+    public init(id: Int64? = nil, subjectId: Int64, runId: Int64? = nil, checkpointId: Int64? = nil,
+                prompt: String, negativePrompt: String = "", seed: Int64, steps: Int, scheduler: String,
+                guidanceScale: Double, width: Int, height: Int, imagePath: String, createdAt: Date = Date()) {
+        self.id = id
+        self.subjectId = subjectId
+        self.runId = runId
+        self.checkpointId = checkpointId
+        self.prompt = prompt
+        self.negativePrompt = negativePrompt
+        self.seed = seed
+        self.steps = steps
+        self.scheduler = scheduler
+        self.guidanceScale = guidanceScale
+        self.width = width
+        self.height = height
+        self.imagePath = imagePath
+        self.createdAt = createdAt
+    }
+
+    public enum Columns {
+        public static let id = Column(CodingKeys.id)
+        public static let subjectId = Column(CodingKeys.subjectId)
+        public static let createdAt = Column(CodingKeys.createdAt)
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}

@@ -1,1 +1,0 @@
-// Placeholder: built out by its issue (see docs/ARCHITECTURE.md).

@@ -1,0 +1,59 @@
+import Foundation
+
+/// Why a store operation failed. Each description states the problem and what to do,
+/// so the CLI prints it as is. A failed operation leaves the database and the files
+/// as they were.
+public enum StoreError: Error, Equatable, CustomStringConvertible, LocalizedError {
+    case homeNotADirectory(path: String)
+    case homeNotWritable(path: String, reason: String)
+    case databaseTooNew(path: String, version: Int, supported: Int)
+    case databaseUnreadable(path: String, reason: String)
+    case unknownSubject(name: String)
+    case duplicateName(name: String)
+    case invalidName(name: String, reason: String)
+    case invalidToken(token: String, reason: String)
+    case invalidClassNoun(classNoun: String, reason: String)
+    case unknownRun(id: Int64)
+    case photoNotFound(subject: String, query: String)
+    case ambiguousPhoto(subject: String, query: String, matches: [String])
+    case fileUnreadable(path: String, reason: String)
+    case fileOperationFailed(path: String, reason: String)
+    case outsideHome(path: String, home: String)
+
+    public var description: String {
+        switch self {
+        case .homeNotADirectory(let path):
+            return "data directory \(path) is a file, not a directory. Point --home (or KOALABOOTH_HOME) at a directory."
+        case .homeNotWritable(let path, let reason):
+            return "data directory \(path) is not writable (\(reason)). Use a writable location with --home or KOALABOOTH_HOME, or fix its permissions."
+        case .databaseTooNew(let path, let version, let supported):
+            return "\(path) was written by a newer KoalaBooth (database schema \(version); this version understands up to \(supported)). Upgrade KoalaBooth, or use another data directory with --home."
+        case .databaseUnreadable(let path, let reason):
+            return "\(path) cannot be opened as a KoalaBooth database (\(reason)). Run `koalabooth doctor`; if the file is damaged, restore it from a backup or move the data directory aside."
+        case .unknownSubject(let name):
+            return "no subject named \(name); `koalabooth subject list` shows the names."
+        case .duplicateName(let name):
+            return "a subject named \(name) already exists (names are compared ignoring case). Choose another name, or `koalabooth subject add-photos \(name) ...` to add to it."
+        case .invalidName(let name, let reason):
+            return "invalid subject name '\(name)': \(reason). Use 1-64 letters, digits, '-' and '_', starting with a letter or digit."
+        case .invalidToken(let token, let reason):
+            return "invalid identifier token '\(token)': \(reason). Use one short word of letters and digits, such as the default 'sks'."
+        case .invalidClassNoun(let classNoun, let reason):
+            return "invalid class noun '\(classNoun)': \(reason). Use what the subject is, in a word or two (for example --class dog)."
+        case .unknownRun(let id):
+            return "no training run with id \(id); `koalabooth runs list` shows the runs."
+        case .photoNotFound(let subject, let query):
+            return "subject \(subject) has no photo matching '\(query)'; `koalabooth subject show \(subject)` lists its photos with their hashes and file names."
+        case .ambiguousPhoto(let subject, let query, let matches):
+            return "'\(query)' matches \(matches.count) photos of \(subject) (\(matches.joined(separator: ", "))). Give more characters of the hash."
+        case .fileUnreadable(let path, let reason):
+            return "\(path): cannot be read (\(reason)). Check the path and its permissions."
+        case .fileOperationFailed(let path, let reason):
+            return "\(path): \(reason). Check free disk space and permissions of the data directory; nothing was changed."
+        case .outsideHome(let path, let home):
+            return "\(path) is outside the data directory \(home); the store only records files inside it."
+        }
+    }
+
+    public var errorDescription: String? { description }
+}

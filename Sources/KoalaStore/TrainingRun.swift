@@ -1,0 +1,64 @@
+import Foundation
+import GRDB
+
+/// Where a training run stands.
+public enum RunStatus: String, Codable, Sendable, CaseIterable, DatabaseValueConvertible {
+    case queued, running, finished, failed, interrupted
+}
+
+/// One DreamBooth training of a subject: what it started from (base model and its
+/// fingerprint, the full recipe), how far it got, and how it ended.
+public struct TrainingRun: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "trainingRun"
+
+    public var id: Int64?
+    public var subjectId: Int64
+    public var status: RunStatus
+    /// The base model folder as given (absolute, or relative to where training ran).
+    public var baseModelPath: String
+    /// Identifies the base model's weights (a hash of its files), to tell if it changed.
+    public var baseModelFingerprint: String
+    /// The complete recipe as used, so a run can be repeated or resumed exactly.
+    public var recipe: String
+    public var totalSteps: Int
+    public var stepsDone: Int
+    public var lastLoss: Double?
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    /// Last progress report; a `running` run whose heartbeat is old was killed.
+    public var updatedAt: Date
+    /// Time spent training, summed over resumptions.
+    public var elapsedSeconds: Double
+    public var errorMessage: String?
+
+    public init(id: Int64? = nil, subjectId: Int64, status: RunStatus = .queued, baseModelPath: String,
+                baseModelFingerprint: String, recipe: String, totalSteps: Int, stepsDone: Int = 0,
+                lastLoss: Double? = nil, createdAt: Date = Date(), startedAt: Date? = nil, finishedAt: Date? = nil,
+                updatedAt: Date? = nil, elapsedSeconds: Double = 0, errorMessage: String? = nil) {
+        self.id = id
+        self.subjectId = subjectId
+        self.status = status
+        self.baseModelPath = baseModelPath
+        self.baseModelFingerprint = baseModelFingerprint
+        self.recipe = recipe
+        self.totalSteps = totalSteps
+        self.stepsDone = stepsDone
+        self.lastLoss = lastLoss
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.updatedAt = updatedAt ?? createdAt
+        self.elapsedSeconds = elapsedSeconds
+        self.errorMessage = errorMessage
+    }
+
+    public enum Columns {
+        public static let id = Column(CodingKeys.id)
+        public static let subjectId = Column(CodingKeys.subjectId)
+        public static let status = Column(CodingKeys.status)
+        public static let createdAt = Column(CodingKeys.createdAt)
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
