@@ -1,0 +1,72 @@
+import XCTest
+import KoalaTestSupport
+@testable import KoalaTensor
+
+final class Conv2dTests: XCTestCase {
+    /// name -> (stride, padding, has bias), as in tools/reference/fixtures_convnorm.py.
+    static let cases: [(String, Int, Int, Bool)] = [
+        ("k3s1p1", 1, 1, true), ("k3s1p0", 1, 0, false), ("k3s2p1", 2, 1, true), ("k3s2p0", 2, 0, false),
+        ("k1s1p0", 1, 0, true), ("k1s2p0", 2, 0, false), ("k1s1p1", 1, 1, true), ("k3x1s1p1", 1, 1, true),
+    ]
+
+    /// Runs `body` with im2col tiles of one output row, so small inputs take the tiled path.
+    func withTinyTiles(_ body: () throws -> Void) rethrows {
+        let saved = Conv2dTuning.maxColumnFloats
+        Conv2dTuning.maxColumnFloats = 1
+        defer { Conv2dTuning.maxColumnFloats = saved }
+        try body()
+    }
+
+    func checkFixture(_ name: String, stride: Int, padding: Int, hasBias: Bool) throws {
+        let f = try Fixtures.open("convnorm")
+        let p = "conv.\(name)"
+        let x = try f.tensor("\(p).x"), w = try f.tensor("\(p).weight")
+        let b = hasBias ? try f.tensor("\(p).bias") : nil
+        for t in [x, w] + (b.map { [$0] } ?? []) { t.requiresGrad = true }
+        let out = x.conv2d(w, b, stride: stride, padding: padding)
+        assertClose(out, try f.tensor("\(p).out"), "\(name) forward")
+        out.backward(try f.tensor("\(p).grad_out"))
+        assertClose(x.grad!, try f.tensor("\(p).grad_x"), "\(name) grad x")
+        assertClose(w.grad!, try f.tensor("\(p).grad_weight"), "\(name) grad weight")
+        if let b { assertClose(b.grad!, try f.tensor("\(p).grad_bias"), "\(name) grad bias") }
+    }
+
+    func testConv2dMatchesTorch() throws {
+        for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
+    }
+
+    func testConv2dMatchesTorchWithOneRowTiles() throws {
+        try withTinyTiles {
+            for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
+        }
+    }
+
+    func testConv2dGradients() {
+        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (3, 1, 0), (1, 1, 0), (1, 2, 0)] {
+            gradCheck([Tensor.randn([2, 3, 5, 6], seed: 1), Tensor.randn([4, 3, k, k], seed: 2), Tensor.randn([4], seed: 3)]) {
+                $0[0].conv2d($0[1], $0[2], stride: s, padding: p)
+            }
+        }
+        withTinyTiles {
+            gradCheck([Tensor.randn([2, 3, 5, 6], seed: 4), Tensor.randn([4, 3, 3, 3], seed: 5)]) {
+                $0[0].conv2d($0[1], nil, stride: 2, padding: 1)
+            }
+        }
+    }
+
+    func testFrozenWeightGetsNoGradient() {
+        let x = Tensor.randn([1, 2, 4, 4], seed: 1), w = Tensor.randn([3, 2, 3, 3], seed: 2), b = Tensor.randn([3], seed: 3)
+        x.requiresGrad = true
+        x.conv2d(w, b, padding: 1).backward()
+        XCTAssertNotNil(x.grad)
+        XCTAssertNil(w.grad)
+        XCTAssertNil(b.grad)
+    }
+
+    func testOutputShape() {
+        let x = Tensor.zeros([2, 3, 9, 8])
+        XCTAssertEqual(x.conv2d(Tensor.zeros([5, 3, 3, 3]), stride: 2, padding: 1).shape, [2, 5, 5, 4])
+        XCTAssertEqual(x.conv2d(Tensor.zeros([5, 3, 3, 3])).shape, [2, 5, 7, 6])
+        XCTAssertEqual(x.conv2d(Tensor.zeros([5, 3, 1, 1])).shape, [2, 5, 9, 8])
+    }
+}
