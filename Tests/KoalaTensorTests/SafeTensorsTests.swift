@@ -46,7 +46,7 @@ final class SafeTensorsTests: XCTestCase {
 
     private func expectError(_ bytes: [UInt8], contains needle: String, file: StaticString = #filePath, line: UInt = #line) {
         let path = "\(dir!)/bad.safetensors"
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         XCTAssertThrowsError(try SafeTensorsFile(path: path), file: file, line: line) { error in
             XCTAssertTrue("\(error)".contains(needle), "\(error) lacks '\(needle)'", file: file, line: line)
         }
