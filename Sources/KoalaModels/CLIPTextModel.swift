@@ -54,10 +54,10 @@ public final class CLIPAttention: Module {
     public let qProj, kProj, vProj, outProj: Linear
     let heads: Int
 
-    init(_ c: CLIPTextConfig, _ g: inout RandomGenerator) {
+    init(_ c: CLIPTextConfig, _ p: ParameterInitializer) {
         let d = c.hiddenSize
-        qProj = Linear(d, d, generator: &g); kProj = Linear(d, d, generator: &g)
-        vProj = Linear(d, d, generator: &g); outProj = Linear(d, d, generator: &g)
+        qProj = Linear(d, d, init: p); kProj = Linear(d, d, init: p)
+        vProj = Linear(d, d, init: p); outProj = Linear(d, d, init: p)
         heads = c.numAttentionHeads
     }
 
@@ -77,9 +77,9 @@ public final class CLIPMLP: Module {
     public let fc1, fc2: Linear
     let quick: Bool
 
-    init(_ c: CLIPTextConfig, _ g: inout RandomGenerator) {
-        fc1 = Linear(c.hiddenSize, c.intermediateSize, generator: &g)
-        fc2 = Linear(c.intermediateSize, c.hiddenSize, generator: &g)
+    init(_ c: CLIPTextConfig, _ p: ParameterInitializer) {
+        fc1 = Linear(c.hiddenSize, c.intermediateSize, init: p)
+        fc2 = Linear(c.intermediateSize, c.hiddenSize, init: p)
         quick = c.hiddenAct == "quick_gelu"
     }
 
@@ -96,11 +96,11 @@ public final class CLIPEncoderLayer: Module {
     public let layerNorm1, layerNorm2: LayerNorm
     public let mlp: CLIPMLP
 
-    init(_ c: CLIPTextConfig, _ g: inout RandomGenerator) {
-        selfAttn = CLIPAttention(c, &g)
-        layerNorm1 = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
-        mlp = CLIPMLP(c, &g)
-        layerNorm2 = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
+    init(_ c: CLIPTextConfig, _ p: ParameterInitializer) {
+        selfAttn = CLIPAttention(c, p)
+        layerNorm1 = LayerNorm(c.hiddenSize, eps: c.layerNormEps, init: p)
+        mlp = CLIPMLP(c, p)
+        layerNorm2 = LayerNorm(c.hiddenSize, eps: c.layerNormEps, init: p)
     }
 
     public var entries: [(String, ModuleEntry)] {
@@ -141,13 +141,13 @@ public final class CLIPTextModel: Module {
     public let finalLayerNorm: LayerNorm
     public let textProjection: Linear?
 
-    public init(config c: CLIPTextConfig, withProjection: Bool, generator g: inout RandomGenerator) {
+    public init(config c: CLIPTextConfig, withProjection: Bool, init p: ParameterInitializer) {
         config = c
-        tokenEmbedding = Embedding(c.vocabSize, c.hiddenSize, std: 0.02, generator: &g)
-        positionEmbedding = Embedding(c.maxPositionEmbeddings, c.hiddenSize, std: 0.01, generator: &g)
-        layers = (0..<c.numHiddenLayers).map { _ in CLIPEncoderLayer(c, &g) }
-        finalLayerNorm = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
-        textProjection = withProjection ? Linear(c.hiddenSize, c.projectionDim, bias: false, generator: &g) : nil
+        tokenEmbedding = Embedding(c.vocabSize, c.hiddenSize, std: 0.02, init: p)
+        positionEmbedding = Embedding(c.maxPositionEmbeddings, c.hiddenSize, std: 0.01, init: p)
+        layers = (0..<c.numHiddenLayers).map { _ in CLIPEncoderLayer(c, p) }
+        finalLayerNorm = LayerNorm(c.hiddenSize, eps: c.layerNormEps, init: p)
+        textProjection = withProjection ? Linear(c.hiddenSize, c.projectionDim, bias: false, init: p) : nil
     }
 
     public var entries: [(String, ModuleEntry)] {

@@ -10,8 +10,7 @@ final class CLIPTextModelTests: XCTestCase {
         c.vocabSize = 300; c.hiddenSize = 32; c.intermediateSize = 64; c.numHiddenLayers = 3
         c.numAttentionHeads = 4; c.maxPositionEmbeddings = 16; c.hiddenAct = act; c.eosTokenId = eos
         c.projectionDim = 24
-        var g = RandomGenerator(seed: 0)
-        let m = CLIPTextModel(config: c, withProjection: projection, generator: &g)
+        let m = CLIPTextModel(config: c, withProjection: projection, init: .uninitialized())
         let prefix = "\(name).weights."
         let keys = Set(f.names.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) })
         let report = try m.load(keys: keys) { try f.tensor(prefix + $0) }
@@ -45,10 +44,9 @@ final class CLIPTextModelTests: XCTestCase {
     }
 
     func testParameterNamesAreTransformersKeys() {
-        var g = RandomGenerator(seed: 1)
         var c = CLIPTextConfig()
         c.numHiddenLayers = 1; c.hiddenSize = 8; c.numAttentionHeads = 2; c.intermediateSize = 16; c.vocabSize = 10
-        let names = CLIPTextModel(config: c, withProjection: true, generator: &g).namedParameters().map(\.0)
+        let names = CLIPTextModel(config: c, withProjection: true, init: ParameterInitializer(seed: 1)).namedParameters().map(\.0)
         XCTAssertTrue(names.contains("text_model.embeddings.token_embedding.weight"))
         XCTAssertTrue(names.contains("text_model.encoder.layers.0.self_attn.out_proj.bias"))
         XCTAssertTrue(names.contains("text_model.final_layer_norm.weight"))

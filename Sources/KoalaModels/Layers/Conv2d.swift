@@ -7,10 +7,10 @@ public final class Conv2d: Module {
     public let stride: Int, padding: Int
 
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                bias: Bool = true, generator: inout RandomGenerator) {
+                bias: Bool = true, init p: ParameterInitializer) {
         let bound = 1 / Float(inChannels * kernelSize * kernelSize).squareRoot()
-        weight = .uniform([outChannels, inChannels, kernelSize, kernelSize], bound: bound, generator: &generator)
-        self.bias = bias ? .uniform([outChannels], bound: bound, generator: &generator) : nil
+        weight = p.uniform([outChannels, inChannels, kernelSize, kernelSize], bound: bound)
+        self.bias = bias ? p.uniform([outChannels], bound: bound) : nil
         self.stride = stride
         self.padding = padding
     }

@@ -4,9 +4,8 @@ import KoalaTensor
 public final class Embedding: Module {
     public let weight: Tensor
 
-    public init(_ count: Int, _ dim: Int, std: Float = 1, generator: inout RandomGenerator) {
-        weight = Tensor.randn([count, dim], generator: &generator)
-        if std != 1 { for i in 0..<weight.count { weight.data[i] *= std } }
+    public init(_ count: Int, _ dim: Int, std: Float = 1, init p: ParameterInitializer) {
+        weight = p.normal([count, dim], std: std)
     }
 
     public var entries: [(String, ModuleEntry)] { [("weight", .parameter(weight))] }

@@ -6,12 +6,12 @@ public final class GroupNorm: Module {
     public let eps: Float
     public let weight: Tensor, bias: Tensor
 
-    public init(groups: Int, channels: Int, eps: Float = 1e-5) {
+    public init(groups: Int, channels: Int, eps: Float = 1e-5, init p: ParameterInitializer) {
         precondition(channels % groups == 0, "GroupNorm: \(channels) channels do not split into \(groups) groups")
         self.groups = groups
         self.eps = eps
-        weight = .ones([channels])
-        bias = .zeros([channels])
+        weight = p.constant([channels], 1)
+        bias = p.constant([channels], 0)
     }
 
     public var entries: [(String, ModuleEntry)] { [("weight", .parameter(weight)), ("bias", .parameter(bias))] }
@@ -27,10 +27,10 @@ public final class LayerNorm: Module {
     public let eps: Float
     public let weight: Tensor, bias: Tensor
 
-    public init(_ dim: Int, eps: Float = 1e-5) {
+    public init(_ dim: Int, eps: Float = 1e-5, init p: ParameterInitializer) {
         self.eps = eps
-        weight = .ones([dim])
-        bias = .zeros([dim])
+        weight = p.constant([dim], 1)
+        bias = p.constant([dim], 0)
     }
 
     public var entries: [(String, ModuleEntry)] { [("weight", .parameter(weight)), ("bias", .parameter(bias))] }
