@@ -4,8 +4,8 @@ import Foundation
 
 /// The vectorised kb_* kernels against libm in Double.
 final class KernelMathTests: XCTestCase {
-    /// A dense grid over [lo, hi] plus its negation-free edge points; length not a
-    /// multiple of 8 so the ragged tail is covered.
+    /// A dense grid over [lo, hi], endpoints included; its length is not a multiple of
+    /// 8, so the ragged tail is covered too.
     private func grid(_ lo: Float, _ hi: Float, _ n: Int = 200_003) -> [Float] {
         (0..<n).map { lo + (hi - lo) * Float($0) / Float(n - 1) }
     }

@@ -55,9 +55,6 @@ private func geluWithDerivative(_ x: UnsafePointer<Float>, _ value: UnsafeMutabl
     }
 }
 
-/// Scratch rows for backward kernels that need a second buffer.
-private let scratchLength = 4096
-
 extension Tensor {
     /// `1 / (1 + exp(-x))`.
     public func sigmoid() -> Tensor {
@@ -98,15 +95,10 @@ extension Tensor {
         let x = self
         return record(out, [x], "gelu") { g, _ in
             [Tensor.zipChunks(g, x) { gp, xp, d, n in
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: scratchLength) { scratch in
-                    var i = 0
-                    while i < n {
-                        let m = min(scratchLength, n - i)
-                        geluWithDerivative(xp + i, scratch.baseAddress!, d + i, m, approximate)
-                        for j in 0..<m { d[i + j] *= gp[i + j] }
-                        i += m
-                    }
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { scratch in
+                    geluWithDerivative(xp, scratch.baseAddress!, d, n, approximate)
                 }
+                for i in 0..<n { d[i] *= gp[i] }
             }]
         }
     }

@@ -11,6 +11,19 @@ enum DivKernel: BinaryKernel { @inline(__always) static func apply(_ a: Float, _
 
 /// Minimum elements per parallel chunk for memory-bound elementwise work.
 let elementwiseGrain = 32768
+/// Chunk bodies see at most this many elements, so multi-pass kernels (scale, then
+/// kb_erf, then combine) reread their data from L1 instead of memory.
+let elementwiseTile = 2048
+
+@inline(__always)
+func forEachTile(_ range: Range<Int>, _ body: (Int, Int) -> Void) {
+    var i = range.lowerBound
+    while i < range.upperBound {
+        let m = min(elementwiseTile, range.upperBound - i)
+        body(i, m)
+        i += m
+    }
+}
 
 /// Two operands broadcast to one output shape, with runs of dimensions that both
 /// walk linearly merged into one. After merging, the common layouts become a single
@@ -112,17 +125,20 @@ extension Tensor {
         return out
     }
 
-    /// Applies `body(src, dst, count)` to contiguous chunks of this tensor in parallel,
-    /// writing a new tensor of the same shape (no autograd; callers record).
+    /// Applies `body(src, dst, count)` to contiguous tiles (at most `elementwiseTile`
+    /// elements) of this tensor in parallel, writing a new tensor of the same shape
+    /// (no autograd; callers record).
     func mapChunks(_ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
         let x = contiguous()
         let out = Tensor(empty: shape)
         let src = UnsafePointer(x.data), dst = out.data
-        Parallel.forEach(count, grain: elementwiseGrain) { r in body(src + r.lowerBound, dst + r.lowerBound, r.count) }
+        Parallel.forEach(count, grain: elementwiseGrain) { r in
+            forEachTile(r) { i, m in body(src + i, dst + i, m) }
+        }
         return out
     }
 
-    /// `body(a, b, dst, count)` over contiguous chunks of two same-shape tensors.
+    /// `body(a, b, dst, count)` over contiguous tiles of two same-shape tensors.
     static func zipChunks(_ a: Tensor, _ b: Tensor,
                           _ body: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
         precondition(a.shape == b.shape, "zipChunks: \(a.shape) vs \(b.shape)")
@@ -130,7 +146,7 @@ extension Tensor {
         let out = Tensor(empty: a.shape)
         let pa = UnsafePointer(ac.data), pb = UnsafePointer(bc.data), po = out.data
         Parallel.forEach(a.count, grain: elementwiseGrain) { r in
-            body(pa + r.lowerBound, pb + r.lowerBound, po + r.lowerBound, r.count)
+            forEachTile(r) { i, m in body(pa + i, pb + i, po + i, m) }
         }
         return out
     }
@@ -175,6 +191,7 @@ extension Tensor {
         }
     }
 
+    // With a Float: the scalar is a shape-[] tensor, which takes the stride-0 loop.
     public static func + (lhs: Tensor, rhs: Float) -> Tensor { lhs + Tensor.scalar(rhs) }
     public static func - (lhs: Tensor, rhs: Float) -> Tensor { lhs - Tensor.scalar(rhs) }
     public static func * (lhs: Tensor, rhs: Float) -> Tensor { lhs * Tensor.scalar(rhs) }
