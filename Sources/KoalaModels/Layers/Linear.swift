@@ -5,11 +5,11 @@ public final class Linear: Module {
     public let weight: Tensor
     public let bias: Tensor?
 
-    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, generator: inout RandomGenerator) {
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, init p: ParameterInitializer) {
         // PyTorch's default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
         let bound = 1 / Float(inFeatures).squareRoot()
-        weight = .uniform([outFeatures, inFeatures], bound: bound, generator: &generator)
-        self.bias = bias ? .uniform([outFeatures], bound: bound, generator: &generator) : nil
+        weight = p.uniform([outFeatures, inFeatures], bound: bound)
+        self.bias = bias ? p.uniform([outFeatures], bound: bound) : nil
     }
 
     public var entries: [(String, ModuleEntry)] {
@@ -17,13 +17,4 @@ public final class Linear: Module {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor { x.linear(weight, bias) }
-}
-
-extension Tensor {
-    /// U(-bound, bound), the initialiser PyTorch layers use by default.
-    public static func uniform(_ shape: [Int], bound: Float, generator: inout RandomGenerator) -> Tensor {
-        let t = Tensor(empty: shape)
-        for i in 0..<t.count { t.data[i] = (generator.uniform() * 2 - 1) * bound }
-        return t
-    }
 }
