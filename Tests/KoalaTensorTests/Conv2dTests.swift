@@ -9,12 +9,21 @@ final class Conv2dTests: XCTestCase {
         ("k1s1p0", 1, 0, true), ("k1s2p0", 2, 0, false), ("k1s1p1", 1, 1, true), ("k3x1s1p1", 1, 1, true),
     ]
 
-    /// Runs `body` with im2col tiles of one output row, so small inputs take the tiled path.
-    func withTinyTiles(_ body: () throws -> Void) rethrows {
-        let saved = Conv2dTuning.maxColumnFloats
+    /// Runs `body` with im2col tiles of one output row and Winograd bands of one tile
+    /// row, so small inputs take the tiled paths.
+    func withTinyTiles<T>(_ body: () throws -> T) rethrows -> T {
+        let saved = (Conv2dTuning.maxColumnFloats, Conv2dTuning.winogradBandFloats, Conv2dTuning.maxWeightPartialFloats)
         Conv2dTuning.maxColumnFloats = 1
-        defer { Conv2dTuning.maxColumnFloats = saved }
-        try body()
+        Conv2dTuning.winogradBandFloats = 1
+        defer { (Conv2dTuning.maxColumnFloats, Conv2dTuning.winogradBandFloats, Conv2dTuning.maxWeightPartialFloats) = saved }
+        return try body()
+    }
+
+    /// Runs `body` with 3x3 stride-1 convolutions on im2col instead of Winograd.
+    func withoutWinograd<T>(_ body: () throws -> T) rethrows -> T {
+        Conv2dTuning.winograd = false
+        defer { Conv2dTuning.winograd = true }
+        return try body()
     }
 
     func checkFixture(_ name: String, stride: Int, padding: Int, hasBias: Bool) throws {
@@ -41,6 +50,28 @@ final class Conv2dTests: XCTestCase {
         }
     }
 
+    func testConv2dMatchesTorchWithIm2col() throws {
+        try withoutWinograd {
+            for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
+            try withTinyTiles {
+                for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
+                // The weight gradient summed once over tiles (the path of wide layers).
+                Conv2dTuning.maxWeightPartialFloats = 0
+                for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
+            }
+        }
+    }
+
+    func testWinogradMatchesIm2colOnLargerInput() {
+        // Odd sizes (partial 2x2 tiles), more channels, several bands per image.
+        let x = Tensor.randn([2, 16, 13, 11], seed: 1), w = Tensor.randn([24, 16, 3, 3], seed: 2), b = Tensor.randn([24], seed: 3)
+        for padding in [0, 1] {
+            let reference = withoutWinograd { noGrad { x.conv2d(w, b, padding: padding) } }
+            assertClose(noGrad { x.conv2d(w, b, padding: padding) }, reference, atol: 1e-4, "padding \(padding)")
+            withTinyTiles { assertClose(noGrad { x.conv2d(w, b, padding: padding) }, reference, atol: 1e-4, "tiny bands") }
+        }
+    }
+
     func testConv2dGradients() {
         for (k, s, p) in [(3, 1, 1), (3, 2, 1), (3, 1, 0), (1, 1, 0), (1, 2, 0)] {
             gradCheck([Tensor.randn([2, 3, 5, 6], seed: 1), Tensor.randn([4, 3, k, k], seed: 2), Tensor.randn([4], seed: 3)]) {
@@ -50,6 +81,14 @@ final class Conv2dTests: XCTestCase {
         withTinyTiles {
             gradCheck([Tensor.randn([2, 3, 5, 6], seed: 4), Tensor.randn([4, 3, 3, 3], seed: 5)]) {
                 $0[0].conv2d($0[1], nil, stride: 2, padding: 1)
+            }
+            gradCheck([Tensor.randn([1, 3, 5, 6], seed: 6), Tensor.randn([4, 3, 3, 3], seed: 7)]) {
+                $0[0].conv2d($0[1], nil, padding: 1)
+            }
+        }
+        withoutWinograd {
+            gradCheck([Tensor.randn([2, 3, 5, 6], seed: 8), Tensor.randn([4, 3, 3, 3], seed: 9), Tensor.randn([4], seed: 10)]) {
+                $0[0].conv2d($0[1], $0[2], padding: 1)
             }
         }
     }

@@ -5,6 +5,16 @@ import Foundation
 enum Conv2dTuning {
     /// Upper bound on the im2col tile, in floats (whole output rows; at least one row).
     nonisolated(unsafe) static var maxColumnFloats = 3 << 20
+    /// 3x3 stride-1 convolutions use Winograd F(2x2, 3x3) (2.25x fewer multiplies).
+    nonisolated(unsafe) static var winograd = true
+    /// Upper bound on one thread's Winograd buffers (transformed input and product), in floats.
+    nonisolated(unsafe) static var winogradBandFloats = 3 << 20
+    /// Upper bound on the Winograd weight gradient's per-thread sums (16·out·in floats
+    /// each); wider layers take the im2col path, which needs no such buffers.
+    nonisolated(unsafe) static var winogradWeightGradFloats = 16 << 20
+    /// Largest weight (in floats) whose im2col gradient is summed per thread; wider
+    /// weights are summed once, tile after tile.
+    nonisolated(unsafe) static var maxWeightPartialFloats = 4 << 20
 }
 
 /// Shape bookkeeping shared by the forward and backward kernels (NCHW, groups 1).
@@ -31,10 +41,11 @@ struct ConvGeometry {
 
     /// Unfolds output rows `rows` of one image: `col[(c, ki, kj), (r, q)] = x[c, r*s - p + ki, q*s - p + kj]`
     /// (zero in the padding), row-major with `rows.count * ow` columns.
-    func im2col(_ x: UnsafePointer<Float>, rows: Range<Int>, into col: UnsafeMutablePointer<Float>) {
+    /// `serial` when the caller already runs one tile per thread.
+    func im2col(_ x: UnsafePointer<Float>, rows: Range<Int>, into col: UnsafeMutablePointer<Float>, serial: Bool = false) {
         let cols = rows.count * ow
         let g = self
-        Parallel.forEach(ckk, grain: max(1, 4096 / max(cols, 1))) { range in
+        Parallel.forEach(ckk, grain: serial ? ckk : max(1, 4096 / max(cols, 1))) { range in
             for r in range {
                 let ch = r / (g.kh * g.kw), ki = (r / g.kw) % g.kh, kj = r % g.kw
                 let (lo, hi) = g.validColumns(kj)
@@ -95,6 +106,10 @@ extension Tensor {
     /// 2-D convolution of an NCHW input with weight [out, in, kh, kw] and optional bias
     /// [out], as `torch.nn.functional.conv2d(x, weight, bias, stride, padding)` with
     /// groups 1 (cross-correlation, zero padding on all four sides).
+    ///
+    /// 1x1 stride-1 convolutions are one GEMM per image; 3x3 stride-1 ones use Winograd
+    /// F(2x2, 3x3) (up to 512 channels; rounding within a few ulps of direct summation);
+    /// the rest unfold tiles of output rows (im2col) into GEMMs.
     public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
         precondition(rank == 4, "conv2d: input must be NCHW, got shape \(shape)")
         precondition(weight.rank == 4, "conv2d: weight must be [out, in, kh, kw], got \(weight.shape)")
@@ -116,20 +131,49 @@ extension Tensor {
             let gOut = grad.contiguous()
             let gx = needs[0] ? Tensor(empty: x.shape) : nil
             let gw = needs[1] ? Tensor(empty: wt.shape) : nil
-            Tensor.convBackward(g, x.data, wt.data, gOut.data, gx?.data, gw?.data)
+            if gx != nil || gw != nil { Tensor.convBackward(g, x.data, wt.data, gOut.data, gx?.data, gw?.data) }
             var grads: [Tensor?] = [gx, gw]
             if inputs.count == 3 { grads.append(needs[2] ? Tensor.channelSums(gOut, channels: o) : nil) }
             return grads
         }
     }
 
-    static func convForward(_ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>, _ w: UnsafeMutablePointer<Float>,
-                            _ bias: UnsafeMutablePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+    /// Output tiles (image, rows) of balanced sizes: at most `tileRows` rows, and at
+    /// least one tile per thread.
+    static func convTiles(_ g: ConvGeometry) -> [(img: Int, rows: Range<Int>)] {
+        let perImage = min(g.oh, max((g.oh + g.tileRows - 1) / g.tileRows, (Parallel.threads + g.n - 1) / g.n))
+        var tiles: [(img: Int, rows: Range<Int>)] = []
+        for img in 0..<g.n {
+            for t in 0..<perImage { tiles.append((img, (g.oh * t / perImage)..<(g.oh * (t + 1) / perImage))) }
+        }
+        return tiles
+    }
+
+    /// Splits the tiles between threads; each thread unfolds its tiles into its own
+    /// column buffer and multiplies with single-threaded GEMMs. Threads never wait on
+    /// each other inside a GEMM (OpenBLAS's own threads spin and yield at every
+    /// synchronisation, which costs a lot on a busy 2-core machine), and unfolding
+    /// overlaps with the other thread's GEMM. `body(chunkStart, tiles, col)`.
+    static func forEachTileChunk(_ g: ConvGeometry,
+                                 _ body: (Int, ArraySlice<(img: Int, rows: Range<Int>)>, UnsafeMutablePointer<Float>) -> Void) {
+        let tiles = convTiles(g)
+        let maxRows = tiles.map(\.rows.count).max() ?? 0
+        BLAS.singleThreaded {
+            Parallel.forEach(tiles.count) { range in
+                let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * maxRows * g.ow)
+                defer { col.deallocate() }
+                body(range.lowerBound, tiles[range], col)
+            }
+        }
+    }
+
+    static func convForward(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                            _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
         // The bias is written into the output tile just before the GEMM accumulates onto
         // it (beta 1): OpenBLAS clears C for beta 0 anyway, so the bias costs nothing extra.
-        func fillBias(_ dst: UnsafeMutablePointer<Float>, count: Int) {
+        func fillBias(_ dst: UnsafeMutablePointer<Float>, count: Int, parallel: Bool = false) {
             guard let bias else { return }
-            Parallel.forEach(g.o, grain: max(1, 16384 / max(count, 1))) { r in
+            Parallel.forEach(g.o, grain: parallel ? max(1, 32768 / max(count, 1)) : g.o) { r in
                 for oc in r { (dst + oc * g.outPlane).update(repeating: bias[oc], count: count) }
             }
         }
@@ -137,32 +181,31 @@ extension Tensor {
         if g.isPointwise {
             for img in 0..<g.n {
                 let o = out + img * g.o * g.outPlane
-                fillBias(o, count: g.outPlane)
+                fillBias(o, count: g.outPlane, parallel: true)
                 BLAS.sgemm(transA: false, transB: false, m: g.o, n: g.outPlane, k: g.c, a: w, lda: g.c,
                            b: x + img * g.c * g.inPlane, ldb: g.inPlane, beta: beta, c: o, ldc: g.outPlane)
             }
             return
         }
-        let tile = g.tileRows
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * tile * g.ow)
-        defer { col.deallocate() }
-        for img in 0..<g.n {
-            let xi = x + img * g.c * g.inPlane, oi = out + img * g.o * g.outPlane
-            for r0 in stride(from: 0, to: g.oh, by: tile) {
-                let rows = r0..<min(g.oh, r0 + tile), cols = rows.count * g.ow
-                g.im2col(xi, rows: rows, into: col)
-                fillBias(oi + r0 * g.ow, count: cols)
+        if Winograd.applies(g) {
+            Winograd.forward(g, x, w, bias, out)
+            return
+        }
+        forEachTileChunk(g) { _, tiles, col in
+            for (img, rows) in tiles {
+                let cols = rows.count * g.ow, o = out + img * g.o * g.outPlane + rows.lowerBound * g.ow
+                g.im2col(x + img * g.c * g.inPlane, rows: rows, into: col, serial: true)
+                fillBias(o, count: cols)
                 BLAS.sgemm(transA: false, transB: false, m: g.o, n: cols, k: g.ckk, a: w, lda: g.ckk,
-                           b: col, ldb: cols, beta: beta, c: oi + r0 * g.ow, ldc: g.outPlane)
+                           b: col, ldb: cols, beta: beta, c: o, ldc: g.outPlane)
             }
         }
     }
 
     /// Input gradient into `gx` and weight gradient into `gw`, each only when non-nil.
-    static func convBackward(_ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>, _ w: UnsafeMutablePointer<Float>,
-                             _ gOut: UnsafeMutablePointer<Float>,
+    static func convBackward(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                             _ gOut: UnsafePointer<Float>,
                              _ gx: UnsafeMutablePointer<Float>?, _ gw: UnsafeMutablePointer<Float>?) {
-        if gx == nil && gw == nil { return }
         if g.isPointwise {
             for img in 0..<g.n {
                 let go = gOut + img * g.o * g.outPlane, xi = x + img * g.c * g.inPlane
@@ -177,29 +220,102 @@ extension Tensor {
             }
             return
         }
-        if let gx { gx.update(repeating: 0, count: g.n * g.c * g.inPlane) }
-        let tile = g.tileRows
-        // One buffer serves the input's columns (for the weight gradient) and then the
-        // columns' gradient (for the input gradient) of the same tile.
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * tile * g.ow)
-        defer { col.deallocate() }
-        var first = true
-        for img in 0..<g.n {
-            let xi = x + img * g.c * g.inPlane, go = gOut + img * g.o * g.outPlane
-            for r0 in stride(from: 0, to: g.oh, by: tile) {
-                let rows = r0..<min(g.oh, r0 + tile), cols = rows.count * g.ow
-                if let gw {
-                    g.im2col(xi, rows: rows, into: col)
-                    BLAS.sgemm(transA: false, transB: true, m: g.o, n: g.ckk, k: cols, a: go + r0 * g.ow, lda: g.outPlane,
-                               b: col, ldb: cols, beta: first ? 0 : 1, c: gw, ldc: g.ckk)
-                    first = false
-                }
-                if let gx {
-                    BLAS.sgemm(transA: true, transB: false, m: g.ckk, n: cols, k: g.o, a: w, lda: g.ckk,
-                               b: go + r0 * g.ow, ldb: g.outPlane, c: col, ldc: cols)
-                    g.col2im(col, rows: rows, into: gx + img * g.c * g.inPlane)
+        if let gw {
+            if Winograd.applies(g) && 16 * g.o * g.c * Parallel.threads <= Conv2dTuning.winogradWeightGradFloats {
+                Winograd.weightGrad(g, x, gOut, gw)
+            } else {
+                convWeightGrad(g, x, gOut, gw)
+            }
+        }
+        if let gx {
+            if g.stride == 1 && g.kh == g.kw && g.pad < g.kh {
+                convInputGradAsConv(g, w, gOut, gx)
+            } else {
+                convInputGradCol2im(g, w, gOut, gx)
+            }
+        }
+    }
+
+    /// gW = Σ_tiles gOut_tile · colsᵀ, each thread summing its tiles into its own buffer;
+    /// the buffers are added in tile order, so the result depends only on the thread count.
+    static func convWeightGrad(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ gOut: UnsafePointer<Float>,
+                               _ gw: UnsafeMutablePointer<Float>) {
+        let size = g.o * g.ckk
+        if size > Conv2dTuning.maxWeightPartialFloats {
+            // Wide layers (small images): one sum, tiles in turn, OpenBLAS's threads per GEMM.
+            let tiles = convTiles(g)
+            let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
+            defer { col.deallocate() }
+            for (i, (img, rows)) in tiles.enumerated() {
+                let cols = rows.count * g.ow
+                g.im2col(x + img * g.c * g.inPlane, rows: rows, into: col)
+                BLAS.sgemm(transA: false, transB: true, m: g.o, n: g.ckk, k: cols,
+                           a: gOut + img * g.o * g.outPlane + rows.lowerBound * g.ow, lda: g.outPlane,
+                           b: col, ldb: cols, beta: i == 0 ? 0 : 1, c: gw, ldc: g.ckk)
+            }
+            return
+        }
+        let tileCount = convTiles(g).count
+        let partials = UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>?>.allocate(capacity: tileCount)
+        partials.initialize(repeating: nil)
+        defer {
+            for p in partials { p?.deallocate() }
+            partials.deallocate()
+        }
+        forEachTileChunk(g) { start, tiles, col in
+            let dst = start == 0 ? gw : UnsafeMutablePointer<Float>.allocate(capacity: size)
+            if start != 0 { partials[start] = dst }
+            var first = true
+            for (img, rows) in tiles {
+                let cols = rows.count * g.ow
+                g.im2col(x + img * g.c * g.inPlane, rows: rows, into: col, serial: true)
+                BLAS.sgemm(transA: false, transB: true, m: g.o, n: g.ckk, k: cols,
+                           a: gOut + img * g.o * g.outPlane + rows.lowerBound * g.ow, lda: g.outPlane,
+                           b: col, ldb: cols, beta: first ? 0 : 1, c: dst, ldc: g.ckk)
+                first = false
+            }
+        }
+        let extra = partials.compactMap { $0 }
+        if extra.isEmpty { return }
+        Parallel.forEach(size, grain: 1 << 15) { r in
+            for p in extra { for i in r { gw[i] += p[i] } }
+        }
+    }
+
+    /// For stride 1 and a square kernel the input gradient is itself a convolution: of
+    /// the output gradient with the weight transposed to [in, out] and flipped in both
+    /// spatial axes, padded by k - 1 - p. Its tiles do not overlap (unlike col2im's).
+    static func convInputGradAsConv(_ g: ConvGeometry, _ w: UnsafePointer<Float>, _ gOut: UnsafePointer<Float>,
+                                    _ gx: UnsafeMutablePointer<Float>) {
+        let k2 = g.kh * g.kw
+        let flipped = UnsafeMutablePointer<Float>.allocate(capacity: g.o * g.ckk)
+        defer { flipped.deallocate() }
+        Parallel.forEach(g.c, grain: max(1, 4096 / max(g.o * k2, 1))) { r in
+            for ci in r {
+                for oc in 0..<g.o {
+                    let src = w + (oc * g.c + ci) * k2, dst = flipped + (ci * g.o + oc) * k2
+                    for t in 0..<k2 { dst[t] = src[k2 - 1 - t] }
                 }
             }
+        }
+        let t = ConvGeometry(n: g.n, c: g.o, h: g.oh, w: g.ow, o: g.c, kh: g.kh, kw: g.kw,
+                             stride: 1, pad: g.kh - 1 - g.pad, oh: g.h, ow: g.w)
+        convForward(t, gOut, flipped, nil, gx)
+    }
+
+    /// General input gradient: per tile, columns' gradient Wᵀ · gOut_tile, scattered back
+    /// by col2im. Neighbouring tiles overlap in the input, so tiles run one after another.
+    static func convInputGradCol2im(_ g: ConvGeometry, _ w: UnsafePointer<Float>, _ gOut: UnsafePointer<Float>,
+                                    _ gx: UnsafeMutablePointer<Float>) {
+        gx.update(repeating: 0, count: g.n * g.c * g.inPlane)
+        let tiles = convTiles(g)
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
+        defer { col.deallocate() }
+        for (img, rows) in tiles {
+            let cols = rows.count * g.ow
+            BLAS.sgemm(transA: true, transB: false, m: g.ckk, n: cols, k: g.o, a: w, lda: g.ckk,
+                       b: gOut + img * g.o * g.outPlane + rows.lowerBound * g.ow, ldb: g.outPlane, c: col, ldc: cols)
+            g.col2im(col, rows: rows, into: gx + img * g.c * g.inPlane)
         }
     }
 
@@ -211,7 +327,7 @@ extension Tensor {
         Parallel.forEach(channels, grain: max(1, 16384 / max(n * plane, 1))) { r in
             for ch in r {
                 var acc = 0.0
-                for img in 0..<n { acc += Double(sumFloats(src + (img * channels + ch) * plane, plane)) }
+                for img in 0..<n { acc += convSumFloats(src + (img * channels + ch) * plane, plane) }
                 dst[ch] = Float(acc)
             }
         }
@@ -219,16 +335,312 @@ extension Tensor {
     }
 }
 
-/// Sum of `n` floats with 16 independent lanes (vectorises; error grows like √(n/16)).
+/// Sum of `n` floats: blocks of 4096 in 16 float lanes (vectorises), block sums in Double.
 @inline(__always)
-func sumFloats(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc = SIMD16<Float>(repeating: 0)
-    var i = 0
-    while i + 16 <= n {
-        acc += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
-        i += 16
+private func convSumFloats(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+    var total = 0.0, start = 0
+    while start < n {
+        let end = min(n, start + 4096)
+        var acc = SIMD16<Float>(repeating: 0)
+        var i = start
+        while i + 16 <= end {
+            acc += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
+            i += 16
+        }
+        var s = acc.sum()
+        while i < end { s += p[i]; i += 1 }
+        total += Double(s)
+        start = end
     }
-    var s = acc.sum()
-    while i < n { s += p[i]; i += 1 }
-    return s
+    return total
+}
+
+/// Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions: each 2x2 output tile is
+/// Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A for its 4x4 input patch d, so the channel contraction
+/// becomes 16 GEMMs (one per position ξ of the 4x4 transformed tile) with 16/36 of
+/// the direct multiplies. The transforms only add, subtract and halve, so rounding
+/// stays within a few ulps of the direct sum.
+enum Winograd {
+    /// 3x3 stride 1, and a transformed weight (16·out·in floats) of at most 64 MiB:
+    /// the widest layers (1280 channels) stay on im2col, which measured about as fast
+    /// there without the extra memory.
+    static func applies(_ g: ConvGeometry) -> Bool {
+        Conv2dTuning.winograd && g.kh == 3 && g.kw == 3 && g.stride == 1 && 16 * g.o * g.c <= 16 << 20
+    }
+
+    /// U[ξ][o][c] = (G w[o,c] Gᵀ)[ξ].
+    static func transformWeights(_ g: ConvGeometry, _ w: UnsafePointer<Float>) -> UnsafeMutablePointer<Float> {
+        let oc = g.o * g.c
+        let u = UnsafeMutablePointer<Float>.allocate(capacity: 16 * oc)
+        Parallel.forEach(oc, grain: 1024) { r in
+            for i in r {
+                let k = w + 9 * i
+                // G k (4x3) by columns, then (·) Gᵀ on each of its rows.
+                let k0 = SIMD3<Float>(k[0], k[1], k[2]), k1 = SIMD3<Float>(k[3], k[4], k[5]), k2 = SIMD3<Float>(k[6], k[7], k[8])
+                let rows = (k0, 0.5 * (k0 + k1 + k2), 0.5 * (k0 - k1 + k2), k2)
+                func put(_ a: Int, _ t: SIMD3<Float>) {
+                    u[(4 * a) * oc + i] = t[0]
+                    u[(4 * a + 1) * oc + i] = 0.5 * (t[0] + t[1] + t[2])
+                    u[(4 * a + 2) * oc + i] = 0.5 * (t[0] - t[1] + t[2])
+                    u[(4 * a + 3) * oc + i] = t[2]
+                }
+                put(0, rows.0); put(1, rows.1); put(2, rows.2); put(3, rows.3)
+            }
+        }
+        return u
+    }
+
+    /// Bands of tile rows (image, tile rows), balanced and at least one per thread.
+    static func bands(_ g: ConvGeometry, tilesH: Int, tilesW: Int) -> [(img: Int, rows: Range<Int>)] {
+        let perRow = 16 * (g.c + g.o) * tilesW
+        let maxRows = max(1, Conv2dTuning.winogradBandFloats / max(perRow, 1))
+        var perImage = (tilesH + maxRows - 1) / maxRows
+        if g.n < Parallel.threads { perImage = (perImage + Parallel.threads - 1) / Parallel.threads * Parallel.threads }
+        perImage = min(perImage, tilesH)
+        var out: [(img: Int, rows: Range<Int>)] = []
+        for img in 0..<g.n {
+            for b in 0..<perImage { out.append((img, (tilesH * b / perImage)..<(tilesH * (b + 1) / perImage))) }
+        }
+        return out
+    }
+
+    static func forward(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                        _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
+        let tilesH = (g.oh + 1) / 2, tilesW = (g.ow + 1) / 2
+        let u = transformWeights(g, w)
+        defer { u.deallocate() }
+        let bandList = bands(g, tilesH: tilesH, tilesW: tilesW)
+        let maxTiles = (bandList.map(\.rows.count).max() ?? 0) * tilesW
+        BLAS.singleThreaded {
+            Parallel.forEach(bandList.count) { range in
+                let v = UnsafeMutablePointer<Float>.allocate(capacity: 16 * g.c * maxTiles)
+                // 8 floats of slack: the output transform reads whole vectors past the last tile.
+                let m = UnsafeMutablePointer<Float>.allocate(capacity: 16 * g.o * maxTiles + 8)
+                let padded = UnsafeMutablePointer<Float>.allocate(capacity: (2 * maxTiles / tilesW + 2) * 2 * (tilesW + 9))
+                defer { v.deallocate(); m.deallocate(); padded.deallocate() }
+                for (img, rows) in bandList[range] {
+                    let bt = rows.count * tilesW
+                    inputTransform(g, x + img * g.c * g.inPlane, rows: rows, tilesW: tilesW, padded: padded, into: v)
+                    for xi in 0..<16 {
+                        BLAS.sgemm(transA: false, transB: false, m: g.o, n: bt, k: g.c, a: u + xi * g.o * g.c, lda: g.c,
+                                   b: v + xi * g.c * bt, ldb: bt, c: m + xi * g.o * bt, ldc: bt)
+                    }
+                    outputTransform(g, m, rows: rows, tilesW: tilesW, bias: bias, into: out + img * g.o * g.outPlane)
+                }
+            }
+        }
+    }
+
+    /// V[ξ][c][t] = (Bᵀ d B)[ξ] for every tile t of the band, 8 tiles at a time. Each
+    /// padded input row is split into even and odd columns first: tile tx reads columns
+    /// 2tx..2tx+3 = even[tx], odd[tx], even[tx+1], odd[tx+1], so 8 neighbouring tiles
+    /// load as contiguous vectors and store contiguously into each V[ξ][c].
+    @inline(__always)
+    static func inputTransform(_ g: ConvGeometry, _ x: UnsafePointer<Float>, rows: Range<Int>, tilesW: Int,
+                               padded: UnsafeMutablePointer<Float>, into v: UnsafeMutablePointer<Float>) {
+        let bt = rows.count * tilesW, ph = 2 * rows.count + 2
+        let half = tilesW + 9, rowSize = 2 * half  // even half, then odd half, each with vector slack
+        let stride = g.c * bt
+        // Padded column q holds input column q - pad; even[k] = q 2k, odd[k] = q 2k + 1.
+        func validRange(_ parity: Int) -> Range<Int> {
+            let lo = max(0, (g.pad - parity + 1) / 2), t = g.w - 1 + g.pad - parity
+            let hi = t < 0 ? 0 : min(half, t / 2 + 1)
+            return lo..<max(lo, hi)
+        }
+        let evenValid = validRange(0), oddValid = validRange(1)
+        for ch in 0..<g.c {
+            let plane = x + ch * g.inPlane
+            for pr in 0..<ph {
+                let even = padded + pr * rowSize, odd = even + half
+                even.update(repeating: 0, count: rowSize)
+                let ih = 2 * rows.lowerBound - g.pad + pr
+                if ih < 0 || ih >= g.h { continue }
+                let src = plane + ih * g.w - g.pad
+                for k in evenValid { even[k] = src[2 * k] }
+                for k in oddValid { odd[k] = src[2 * k + 1] }
+            }
+            let vc = v + ch * bt
+            for ty in 0..<rows.count {
+                let r0 = padded + 2 * ty * rowSize, r1 = r0 + rowSize, r2 = r1 + rowSize, r3 = r2 + rowSize
+                var tx = 0
+                while tx < tilesW {
+                    let count = min(8, tilesW - tx)
+                    @inline(__always) func load(_ r: UnsafeMutablePointer<Float>, _ j: Int) -> SIMD8<Float> {
+                        UnsafeRawPointer(r + (j & 1) * half + tx + (j >> 1)).loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                    @inline(__always) func store(_ xi: Int, _ value: SIMD8<Float>) {
+                        let p = vc + xi * stride + ty * tilesW + tx
+                        if count == 8 { UnsafeMutableRawPointer(p).storeBytes(of: value, as: SIMD8<Float>.self) }
+                        else { for l in 0..<count { p[l] = value[l] } }
+                    }
+                    // Bᵀ d over rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), then the same over columns.
+                    @inline(__always) func emit(_ a: Int, _ c0: SIMD8<Float>, _ c1: SIMD8<Float>, _ c2: SIMD8<Float>, _ c3: SIMD8<Float>) {
+                        store(4 * a, c0 - c2); store(4 * a + 1, c1 + c2); store(4 * a + 2, c2 - c1); store(4 * a + 3, c1 - c3)
+                    }
+                    let d0 = (load(r0, 0), load(r0, 1), load(r0, 2), load(r0, 3))
+                    let d1 = (load(r1, 0), load(r1, 1), load(r1, 2), load(r1, 3))
+                    let d2 = (load(r2, 0), load(r2, 1), load(r2, 2), load(r2, 3))
+                    let d3 = (load(r3, 0), load(r3, 1), load(r3, 2), load(r3, 3))
+                    emit(0, d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3)
+                    emit(1, d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3)
+                    emit(2, d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3)
+                    emit(3, d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3)
+                    tx += 8
+                }
+            }
+        }
+    }
+
+    /// out tile = Aᵀ M A (+ bias), 8 tiles at a time, clipped at odd output edges.
+    @inline(__always)
+    static func outputTransform(_ g: ConvGeometry, _ m: UnsafePointer<Float>, rows: Range<Int>, tilesW: Int,
+                                bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
+        let bt = rows.count * tilesW, stride = g.o * bt
+        for oc in 0..<g.o {
+            let b = SIMD8<Float>(repeating: bias?[oc] ?? 0)
+            let mo = m + oc * bt, plane = out + oc * g.outPlane
+            for ty in 0..<rows.count {
+                let oy = 2 * (rows.lowerBound + ty)
+                let row0 = plane + oy * g.ow, row1 = row0 + g.ow
+                let hasRow1 = oy + 1 < g.oh
+                var tx = 0
+                while tx < tilesW {
+                    let p = mo + ty * tilesW + tx
+                    @inline(__always) func load(_ xi: Int) -> SIMD8<Float> {
+                        UnsafeRawPointer(p + xi * stride).loadUnaligned(as: SIMD8<Float>.self)
+                    }
+                    // Aᵀ M over rows (m0 + m1 + m2, m1 - m2 - m3), then the same over columns.
+                    let m0 = (load(0), load(1), load(2), load(3)), m1 = (load(4), load(5), load(6), load(7))
+                    let m2 = (load(8), load(9), load(10), load(11)), m3 = (load(12), load(13), load(14), load(15))
+                    let t0 = (m0.0 + m1.0 + m2.0, m0.1 + m1.1 + m2.1, m0.2 + m1.2 + m2.2, m0.3 + m1.3 + m2.3)
+                    let t1 = (m1.0 - m2.0 - m3.0, m1.1 - m2.1 - m3.1, m1.2 - m2.2 - m3.2, m1.3 - m2.3 - m3.3)
+                    let y00 = t0.0 + t0.1 + t0.2 + b, y01 = t0.1 - t0.2 - t0.3 + b
+                    let y10 = t1.0 + t1.1 + t1.2 + b, y11 = t1.1 - t1.2 - t1.3 + b
+                    let ox = 2 * tx
+                    if ox + 16 <= g.ow {
+                        UnsafeMutableRawPointer(row0 + ox).storeBytes(of: interleave(y00, y01), as: SIMD16<Float>.self)
+                        if hasRow1 { UnsafeMutableRawPointer(row1 + ox).storeBytes(of: interleave(y10, y11), as: SIMD16<Float>.self) }
+                    } else {
+                        for l in 0..<min(8, tilesW - tx) {
+                            let c = ox + 2 * l
+                            row0[c] = y00[l]
+                            if c + 1 < g.ow { row0[c + 1] = y01[l] }
+                            if hasRow1 {
+                                row1[c] = y10[l]
+                                if c + 1 < g.ow { row1[c + 1] = y11[l] }
+                            }
+                        }
+                    }
+                    tx += 8
+                }
+            }
+        }
+    }
+
+    /// dW = Σ_tiles Gᵀ[(A dY Aᵀ) ⊙ (Bᵀ d B)]G: per position ξ, the products of the
+    /// transformed output gradient and transformed input summed over tiles are one
+    /// GEMM (k = tiles); each thread sums its bands, the sums are added in band order.
+    static func weightGrad(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ gOut: UnsafePointer<Float>,
+                           _ gw: UnsafeMutablePointer<Float>) {
+        let tilesH = (g.oh + 1) / 2, tilesW = (g.ow + 1) / 2
+        let oc = g.o * g.c
+        let bandList = bands(g, tilesH: tilesH, tilesW: tilesW)
+        let maxTiles = (bandList.map(\.rows.count).max() ?? 0) * tilesW
+        let sums = UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>?>.allocate(capacity: bandList.count)
+        sums.initialize(repeating: nil)
+        defer {
+            for p in sums { p?.deallocate() }
+            sums.deallocate()
+        }
+        BLAS.singleThreaded {
+            Parallel.forEach(bandList.count) { range in
+                let du = UnsafeMutablePointer<Float>.allocate(capacity: 16 * oc)
+                sums[range.lowerBound] = du
+                let v = UnsafeMutablePointer<Float>.allocate(capacity: 16 * g.c * maxTiles)
+                let dm = UnsafeMutablePointer<Float>.allocate(capacity: 16 * g.o * maxTiles)
+                let padded = UnsafeMutablePointer<Float>.allocate(capacity: (2 * maxTiles / tilesW + 2) * 2 * (tilesW + 9))
+                defer { v.deallocate(); dm.deallocate(); padded.deallocate() }
+                var first = true
+                for (img, rows) in bandList[range] {
+                    let bt = rows.count * tilesW
+                    inputTransform(g, x + img * g.c * g.inPlane, rows: rows, tilesW: tilesW, padded: padded, into: v)
+                    gradOutputTransform(g, gOut + img * g.o * g.outPlane, rows: rows, tilesW: tilesW, into: dm)
+                    for xi in 0..<16 {
+                        BLAS.sgemm(transA: false, transB: true, m: g.o, n: g.c, k: bt, a: dm + xi * g.o * bt, lda: bt,
+                                   b: v + xi * g.c * bt, ldb: bt, beta: first ? 0 : 1, c: du + xi * oc, ldc: g.c)
+                    }
+                    first = false
+                }
+            }
+        }
+        let parts = sums.compactMap { $0 }
+        Parallel.forEach(oc, grain: 1024) { r in
+            for i in r {
+                var u0 = SIMD4<Float>(), u1 = SIMD4<Float>(), u2 = SIMD4<Float>(), u3 = SIMD4<Float>()
+                for p in parts {
+                    @inline(__always) func row(_ a: Int) -> SIMD4<Float> {
+                        SIMD4(p[(4 * a) * oc + i], p[(4 * a + 1) * oc + i], p[(4 * a + 2) * oc + i], p[(4 * a + 3) * oc + i])
+                    }
+                    u0 += row(0); u1 += row(1); u2 += row(2); u3 += row(3)
+                }
+                // Gᵀ U G: rows u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3, then the same over columns.
+                let k = gw + 9 * i
+                @inline(__always) func put(_ r: Int, _ q: SIMD4<Float>) {
+                    k[3 * r] = q[0] + 0.5 * (q[1] + q[2])
+                    k[3 * r + 1] = 0.5 * (q[1] - q[2])
+                    k[3 * r + 2] = 0.5 * (q[1] + q[2]) + q[3]
+                }
+                put(0, u0 + 0.5 * (u1 + u2)); put(1, 0.5 * (u1 - u2)); put(2, 0.5 * (u1 + u2) + u3)
+            }
+        }
+    }
+
+    /// dM[ξ][o][t] = (A dY Aᵀ)[ξ] for the 2x2 output-gradient tile dY (zero past odd edges).
+    @inline(__always)
+    static func gradOutputTransform(_ g: ConvGeometry, _ gOut: UnsafePointer<Float>, rows: Range<Int>, tilesW: Int,
+                                    into dm: UnsafeMutablePointer<Float>) {
+        let bt = rows.count * tilesW, stride = g.o * bt
+        for oc in 0..<g.o {
+            let plane = gOut + oc * g.outPlane, dmo = dm + oc * bt
+            for ty in 0..<rows.count {
+                let oy = 2 * (rows.lowerBound + ty)
+                let row0 = plane + oy * g.ow, row1 = row0 + g.ow
+                let hasRow1 = oy + 1 < g.oh
+                var tx = 0
+                while tx < tilesW {
+                    let count = min(8, tilesW - tx), ox = 2 * tx
+                    var a = SIMD16<Float>(), b = SIMD16<Float>()  // rows 0 and 1, 8 tiles of 2 columns
+                    if ox + 16 <= g.ow {
+                        a = UnsafeRawPointer(row0 + ox).loadUnaligned(as: SIMD16<Float>.self)
+                        if hasRow1 { b = UnsafeRawPointer(row1 + ox).loadUnaligned(as: SIMD16<Float>.self) }
+                    } else {
+                        for l in 0..<min(16, g.ow - ox) {
+                            a[l] = row0[ox + l]
+                            if hasRow1 { b[l] = row1[ox + l] }
+                        }
+                    }
+                    let y00 = a.evenHalf, y01 = a.oddHalf, y10 = b.evenHalf, y11 = b.oddHalf
+                    let p = dmo + ty * tilesW + tx
+                    @inline(__always) func store(_ xi: Int, _ value: SIMD8<Float>) {
+                        if count == 8 { UnsafeMutableRawPointer(p + xi * stride).storeBytes(of: value, as: SIMD8<Float>.self) }
+                        else { for l in 0..<count { p[xi * stride + l] = value[l] } }
+                    }
+                    // A dY over rows (y0, y0 + y1, y0 - y1, -y1), then the same over columns.
+                    @inline(__always) func emit(_ r: Int, _ c0: SIMD8<Float>, _ c1: SIMD8<Float>) {
+                        store(4 * r, c0); store(4 * r + 1, c0 + c1); store(4 * r + 2, c0 - c1); store(4 * r + 3, -c1)
+                    }
+                    emit(0, y00, y01)
+                    emit(1, y00 + y10, y01 + y11)
+                    emit(2, y00 - y10, y01 - y11)
+                    emit(3, -y10, -y11)
+                    tx += 8
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func interleave(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD16<Float> {
+        SIMD16(a[0], b[0], a[1], b[1], a[2], b[2], a[3], b[3], a[4], b[4], a[5], b[5], a[6], b[6], a[7], b[7])
+    }
 }
