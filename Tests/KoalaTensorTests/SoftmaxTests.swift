@@ -30,6 +30,18 @@ final class SoftmaxTests: XCTestCase {
         assertClose(x.grad!, try f.tensor("softmax_mid.grad_x"), atol: 1e-6, "grad x")
     }
 
+    func testOutputIsFreedWithoutBackward() {
+        weak var weakOut: Tensor?
+        do {
+            let x = Tensor.randn([3, 4], seed: 1)
+            x.requiresGrad = true
+            let out = x.softmax()
+            XCTAssertNotNil(out.gradFn)
+            weakOut = out
+        }
+        XCTAssertNil(weakOut)
+    }
+
     func testGradients() {
         gradCheck([Tensor.randn([3, 21], seed: 1)]) { $0[0].softmax(dim: -1) }
         gradCheck([Tensor.randn([2, 4, 3], seed: 2)]) { $0[0].softmax(dim: 1) }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A [B, H, rows, cols] tensor whose last dim is contiguous, addressed by strides so
 /// that permuted views of [B, rows, H, cols] projections need no copy.
@@ -25,9 +26,13 @@ private struct HeadMatrix {
 }
 
 extension Tensor {
-    /// Query rows per tile. Each worker holds one or two tiles of `attentionBlock × S`
-    /// scores, so memory stays bounded however many heads and tokens there are.
-    nonisolated(unsafe) static var attentionBlock = 64
+    /// Tile size: `attentionBlock` queries × `attentionKeyBlock` keys. Each worker holds
+    /// one tile of scores (two in backward), so memory stays bounded however many heads
+    /// and tokens there are. 256 × 512 (0.5 MiB) sits in a core's L2 cache and keeps
+    /// BLAS's operand packing small next to the products; 512 × 512 and 256 × 1024
+    /// measured the same on the 2-core reference machine.
+    nonisolated(unsafe) static var attentionBlock = 256
+    nonisolated(unsafe) static var attentionKeyBlock = 512
 
     /// Scaled dot-product attention, as `torch.nn.functional.scaled_dot_product_attention`:
     /// softmax(query · keyᵀ · scale) · value per batch item and head.
@@ -42,8 +47,8 @@ extension Tensor {
     ///   contiguous, ready to merge heads without a copy).
     ///
     /// Inputs may be any views whose last dim is contiguous (others are copied). The score
-    /// matrix is computed a block of queries at a time and never kept: backward recomputes
-    /// it from the inputs, the output and the saved per-row log-sum-exp.
+    /// matrix is computed one tile of queries × keys at a time and never kept: backward
+    /// recomputes it from the inputs, the output and the saved per-row log-sum-exp.
     public static func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
                                                  causal: Bool = false, scale: Float? = nil) -> Tensor {
         precondition(query.rank == 4 && key.rank == 4 && value.rank == 4,
@@ -57,21 +62,24 @@ extension Tensor {
         let q = HeadMatrix(query), k = HeadMatrix(key), v = HeadMatrix(value)
         let alpha = scale ?? 1 / Float(d).squareRoot()
         let geometry = AttentionGeometry(batch: b, heads: h, queries: l, keys: s, dim: d, valueDim: dv,
-                                         causal: causal, scale: alpha, block: min(attentionBlock, max(l, 1)))
+                                         causal: causal, scale: alpha, block: min(attentionBlock, max(l, 1)),
+                                         keyBlock: min(attentionKeyBlock, s))
 
-        let out = Tensor.headMajorZeros([b, h, l, dv], zeroed: false)
+        let out = Tensor.headInterleaved([b, h, l, dv], zeroed: false)
         let lse = Tensor(empty: [b, h, l])
         if out.count > 0 { geometry.forward(q, k, v, out: HeadMatrix(out), lse: lse.data) }
 
         let inputs = [q.tensor, k.tensor, v.tensor]
+        let saved = HeadMatrix(out.detached())  // detached: the closure must not own `out` (a cycle)
         return record(out, inputs, "scaledDotProductAttention") { g, needs in
             // Buffers that are not needed are never written: their products are skipped.
             // dQ is written whole; dK and dV are accumulated.
+            let empty = saved.tensor.count == 0
             let grads = (0..<3).map { i in
-                needs[i] ? Tensor.gradientBuffer(like: inputs[i], zeroed: i > 0 || out.count == 0) : nil
+                needs[i] ? Tensor.gradientBuffer(like: inputs[i], zeroed: i > 0 || empty) : nil
             }
-            if out.count > 0 {
-                geometry.backward(q, k, v, out: HeadMatrix(out), lse: lse.data, gradOut: HeadMatrix(g),
+            if !empty {
+                geometry.backward(q, k, v, out: saved, lse: lse.data, gradOut: HeadMatrix(g),
                                   dq: grads[0].map(HeadMatrix.init), dk: grads[1].map(HeadMatrix.init),
                                   dv: grads[2].map(HeadMatrix.init))
             }
@@ -81,7 +89,7 @@ extension Tensor {
 
     /// A [B, H, L, D] tensor stored as [B, L, H, D] (the layout of per-head views of a
     /// projection), zero-filled when `zeroed`.
-    static func headMajorZeros(_ shape: [Int], zeroed: Bool) -> Tensor {
+    static func headInterleaved(_ shape: [Int], zeroed: Bool) -> Tensor {
         let (l, h, d) = (shape[2], shape[1], shape[3])
         let n = shape.reduce(1, *)
         return Tensor(storage: zeroed ? Storage(zeros: n) : Storage(count: n), shape: shape,
@@ -92,50 +100,79 @@ extension Tensor {
     /// gradient of a permuted projection view comes back contiguous through `permute`.
     static func gradientBuffer(like t: Tensor, zeroed: Bool) -> Tensor {
         if t.isContiguous { return zeroed ? Tensor.zeros(t.shape) : Tensor(empty: t.shape) }
-        return headMajorZeros(t.shape, zeroed: zeroed)
+        return headInterleaved(t.shape, zeroed: zeroed)
     }
 }
 
-/// Sizes and options of one attention call, and its tiled kernels.
+/// Sizes and options of one attention call, and its tiled kernels. Scores are made
+/// `block` queries × `keyBlock` keys at a time, a tile that stays in the core's cache.
 private struct AttentionGeometry {
     let batch: Int, heads: Int, queries: Int, keys: Int, dim: Int, valueDim: Int
-    let causal: Bool, scale: Float, block: Int
+    let causal: Bool, scale: Float, block: Int, keyBlock: Int
 
     var blocks: Int { (queries + block - 1) / block }
 
+    /// How far a later tile may exceed a row's reference max before the row is shifted
+    /// again: exp(8) · keys cannot overflow, and a reference below the true max loses
+    /// no precision (lse = reference + log Σ stays exact), so most tiles skip a pass.
+    static let maxSlack: Float = 8
+
     /// Keys visible to any query of the block starting at `q0` with `rows` rows.
     @inline(__always) func keyCount(_ q0: Int, _ rows: Int) -> Int { causal ? min(keys, q0 + rows) : keys }
-    /// Keys visible to query `i`.
-    @inline(__always) func visible(_ i: Int) -> Int { causal ? min(keys, i + 1) : keys }
+    /// Keys of the tile starting at key `k0` with `nk` keys visible to query `i`.
+    @inline(__always) func visible(_ i: Int, _ k0: Int, _ nk: Int) -> Int { causal ? max(0, min(nk, i + 1 - k0)) : nk }
 
-    /// out = softmax(scale · Q Kᵀ) V, lse = log Σ exp(scale · Q Kᵀ) per query row.
-    /// Work items are (head, query block) pairs: outputs are disjoint, so any split is race-free.
+    /// out = softmax(scale · Q Kᵀ) V, lse = log Σ exp(scale · Q Kᵀ) per query row, with
+    /// an online softmax over key tiles: the output rows are rescaled whenever a tile
+    /// raises a row's running max. Work items are (head, query block) pairs with
+    /// disjoint outputs, so any split among workers is race-free.
     func forward(_ q: HeadMatrix, _ k: HeadMatrix, _ v: HeadMatrix, out: HeadMatrix, lse: UnsafeMutablePointer<Float>) {
         let items = batch * heads * blocks
         BLAS.singleThreaded {
-            Parallel.forEach(items, grain: 1) { range in
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: block * keys)
-                let inv = UnsafeMutablePointer<Float>.allocate(capacity: block)
-                defer { scores.deallocate(); inv.deallocate() }
-                for item in range {
-                    let bh = item / blocks, (bi, hi) = (bh / heads, bh % heads)
+            forEachItem(items) { nextItem in
+                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: block * keyBlock + 2 * block)
+                defer { buffer.deallocate() }
+                let scores = buffer, rowMax = buffer + block * keyBlock, rowSum = rowMax + block
+                while let item = nextItem() {
+                    let head = item / blocks, (bi, hi) = (head / heads, head % heads)
                     let q0 = (item % blocks) * block, rows = min(block, queries - q0)
-                    let nk = keyCount(q0, rows)
-                    BLAS.sgemm(transA: false, transB: true, m: rows, n: nk, k: dim, alpha: scale,
-                               a: q.at(bi, hi, row: q0), lda: q.rowStride, b: k.at(bi, hi), ldb: k.rowStride,
-                               c: scores, ldc: nk)
-                    for r in 0..<rows {
-                        let row = scores + r * nk, n = visible(q0 + r)
-                        let m = RowMath.max(row, n)
-                        let sum = RowMath.expShifted(row, row, n, shift: m)
-                        if n < nk { (row + n).update(repeating: 0, count: nk - n) }
-                        inv[r] = 1 / sum
-                        lse[bh * queries + q0 + r] = m + log(sum)
-                    }
                     let o = out.at(bi, hi, row: q0)
-                    BLAS.sgemm(transA: false, transB: false, m: rows, n: valueDim, k: nk,
-                               a: scores, lda: nk, b: v.at(bi, hi), ldb: v.rowStride, c: o, ldc: out.rowStride)
-                    for r in 0..<rows { RowMath.scale(o + r * out.rowStride, valueDim, by: inv[r]) }
+                    var k0 = 0
+                    while k0 < keyCount(q0, rows) {
+                        let nk = min(keyBlock, keyCount(q0, rows) - k0), first = k0 == 0
+                        // After the first tile the GEMM subtracts each row's running max
+                        // itself (beta 1 onto -max), which also spares BLAS zeroing the tile.
+                        if !first { for r in 0..<rows { (scores + r * nk).update(repeating: -rowMax[r], count: nk) } }
+                        BLAS.sgemm(transA: false, transB: true, m: rows, n: nk, k: dim, alpha: scale,
+                                   a: q.at(bi, hi, row: q0), lda: q.rowStride, b: k.at(bi, hi, row: k0), ldb: k.rowStride,
+                                   beta: first ? 0 : 1, c: scores, ldc: nk)
+                        for r in 0..<rows {
+                            let row = scores + r * nk, n = visible(q0 + r, k0, nk)
+                            if n < nk { (row + n).update(repeating: 0, count: nk - n) }
+                            if n == 0 { continue }
+                            // First tile: the row max. Later: how far the tile exceeds the running max.
+                            let t = RowMath.max(row, n)
+                            if first {
+                                rowSum[r] = RowMath.expShifted(row, row, n, shift: t)
+                                rowMax[r] = t
+                            } else if t > AttentionGeometry.maxSlack {
+                                let f = exp(-t)
+                                RowMath.scale(o + r * out.rowStride, valueDim, by: f)
+                                rowSum[r] = rowSum[r] * f + RowMath.expShifted(row, row, n, shift: t)
+                                rowMax[r] += t
+                            } else {
+                                rowSum[r] += RowMath.exp(row, n)
+                            }
+                        }
+                        BLAS.sgemm(transA: false, transB: false, m: rows, n: valueDim, k: nk,
+                                   a: scores, lda: nk, b: v.at(bi, hi, row: k0), ldb: v.rowStride,
+                                   beta: k0 == 0 ? 0 : 1, c: o, ldc: out.rowStride)
+                        k0 += nk
+                    }
+                    for r in 0..<rows {
+                        RowMath.scale(o + r * out.rowStride, valueDim, by: 1 / rowSum[r])
+                        lse[head * queries + q0 + r] = rowMax[r] + log(rowSum[r])
+                    }
                 }
             }
         }
@@ -160,11 +197,11 @@ private struct AttentionGeometry {
         let perHead = dk == nil && dv == nil ? blocks : split
 
         BLAS.singleThreaded {
-            Parallel.forEach(bh * perHead, grain: 1) { range in
-                let p = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block * keys + block)
-                defer { p.deallocate() }
-                let ds = p + block * keys, rowDot = p + 2 * block * keys
-                for item in range {
+            forEachItem(bh * perHead) { nextItem in
+                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: 2 * block * keyBlock + block)
+                defer { buffer.deallocate() }
+                let p = buffer, ds = buffer + block * keyBlock, rowDot = buffer + 2 * block * keyBlock
+                while let item = nextItem() {
                     let head = item / perHead, part = item % perHead
                     let (bi, hi) = (head / heads, head % heads)
                     var dkBase = dk?.at(bi, hi), dvBase = dv?.at(bi, hi)
@@ -177,38 +214,49 @@ private struct AttentionGeometry {
                     }
                     for blockIndex in (blocks * part / perHead)..<(blocks * (part + 1) / perHead) {
                         let q0 = blockIndex * block, rows = min(block, queries - q0)
-                        let nk = keyCount(q0, rows)
-                        let qp = q.at(bi, hi, row: q0), gp = gradOut.at(bi, hi, row: q0)
-                        BLAS.sgemm(transA: false, transB: true, m: rows, n: nk, k: dim, alpha: scale,
-                                   a: qp, lda: q.rowStride, b: k.at(bi, hi), ldb: k.rowStride, c: p, ldc: nk)
-                        for r in 0..<rows {
-                            let row = p + r * nk, n = visible(q0 + r)
-                            _ = RowMath.expShifted(row, row, n, shift: lse[head * queries + q0 + r])
-                            if n < nk { (row + n).update(repeating: 0, count: nk - n) }
+                        let qp = q.at(bi, hi, row: q0), gp = gradOut.at(bi, hi, row: q0), op = out.at(bi, hi, row: q0)
+                        if dq != nil || dkBase != nil {
+                            for r in 0..<rows {
+                                rowDot[r] = RowMath.dot(gp + r * gradOut.rowStride, op + r * out.rowStride, valueDim)
+                            }
                         }
-                        if let dvBase {
-                            BLAS.sgemm(transA: true, transB: false, m: nk, n: valueDim, k: rows,
-                                       a: p, lda: nk, b: gp, ldb: gradOut.rowStride, beta: 1, c: dvBase, ldc: dvStride)
-                        }
-                        if dq == nil && dkBase == nil { continue }
-                        let op = out.at(bi, hi, row: q0)
-                        for r in 0..<rows {
-                            rowDot[r] = RowMath.dot(gp + r * gradOut.rowStride, op + r * out.rowStride, valueDim)
-                        }
-                        BLAS.sgemm(transA: false, transB: true, m: rows, n: nk, k: valueDim,
-                                   a: gp, lda: gradOut.rowStride, b: v.at(bi, hi), ldb: v.rowStride, c: ds, ldc: nk)
-                        for r in 0..<rows {
-                            let pr = p + r * nk, dr = ds + r * nk, c = rowDot[r]
-                            for j in 0..<nk { dr[j] = pr[j] * (dr[j] - c) }
-                        }
-                        if let dq {
-                            BLAS.sgemm(transA: false, transB: false, m: rows, n: dim, k: nk, alpha: scale,
-                                       a: ds, lda: nk, b: k.at(bi, hi), ldb: k.rowStride,
-                                       c: dq.at(bi, hi, row: q0), ldc: dq.rowStride)
-                        }
-                        if let dkBase {
-                            BLAS.sgemm(transA: true, transB: false, m: nk, n: dim, k: rows, alpha: scale,
-                                       a: ds, lda: nk, b: qp, ldb: q.rowStride, beta: 1, c: dkBase, ldc: dkStride)
+                        var k0 = 0
+                        while k0 < keyCount(q0, rows) {
+                            let nk = min(keyBlock, keyCount(q0, rows) - k0)
+                            let kp = k.at(bi, hi, row: k0)
+                            // GEMMs accumulate onto -lse and -rowDot: the subtractions come free
+                            // and BLAS need not zero the tiles.
+                            for r in 0..<rows { (p + r * nk).update(repeating: -lse[head * queries + q0 + r], count: nk) }
+                            BLAS.sgemm(transA: false, transB: true, m: rows, n: nk, k: dim, alpha: scale,
+                                       a: qp, lda: q.rowStride, b: kp, ldb: k.rowStride, beta: 1, c: p, ldc: nk)
+                            for r in 0..<rows {
+                                let row = p + r * nk, n = visible(q0 + r, k0, nk)
+                                _ = RowMath.exp(row, n)
+                                if n < nk { (row + n).update(repeating: 0, count: nk - n) }
+                            }
+                            if let dvBase {
+                                BLAS.sgemm(transA: true, transB: false, m: nk, n: valueDim, k: rows,
+                                           a: p, lda: nk, b: gp, ldb: gradOut.rowStride,
+                                           beta: 1, c: dvBase + k0 * dvStride, ldc: dvStride)
+                            }
+                            if dq != nil || dkBase != nil {
+                                for r in 0..<rows { (ds + r * nk).update(repeating: -rowDot[r], count: nk) }
+                                BLAS.sgemm(transA: false, transB: true, m: rows, n: nk, k: valueDim,
+                                           a: gp, lda: gradOut.rowStride, b: v.at(bi, hi, row: k0), ldb: v.rowStride,
+                                           beta: 1, c: ds, ldc: nk)
+                                RowMath.multiply(ds, by: p, rows * nk)
+                            }
+                            if let dq {
+                                BLAS.sgemm(transA: false, transB: false, m: rows, n: dim, k: nk, alpha: scale,
+                                           a: ds, lda: nk, b: kp, ldb: k.rowStride,
+                                           beta: k0 == 0 ? 0 : 1, c: dq.at(bi, hi, row: q0), ldc: dq.rowStride)
+                            }
+                            if let dkBase {
+                                BLAS.sgemm(transA: true, transB: false, m: nk, n: dim, k: rows, alpha: scale,
+                                           a: ds, lda: nk, b: qp, ldb: q.rowStride,
+                                           beta: 1, c: dkBase + k0 * dkStride, ldc: dkStride)
+                            }
+                            k0 += nk
                         }
                     }
                 }
@@ -232,6 +280,21 @@ private struct AttentionGeometry {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Runs `worker` on each of `Parallel.threads` workers; workers take items `0..<n` one
+/// at a time from a shared counter, so a worker slowed by other processes does not
+/// hold the rest back. An item's result must not depend on which worker runs it.
+private func forEachItem(_ n: Int, _ worker: (_ nextItem: () -> Int?) -> Void) {
+    let next = Atomic<Int>(0)
+    Parallel.forEach(min(n, Parallel.threads), grain: 1) { workers in
+        for _ in workers {
+            worker {
+                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                return i < n ? i : nil
             }
         }
     }

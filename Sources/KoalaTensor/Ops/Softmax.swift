@@ -7,7 +7,9 @@ enum RowMath {
         var m16 = SIMD16<Float>(repeating: -.infinity)
         var i = 0
         while i + 16 <= n {
-            m16 = pointwiseMax(m16, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self))
+            // A compare-and-select: `pointwiseMax` is not vectorised (it orders NaNs).
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            m16.replace(with: v, where: v .> m16)
             i += 16
         }
         var m = m16.max()
@@ -58,6 +60,26 @@ enum RowMath {
         return sum(y, n)
     }
 
+    /// x[i] = exp(x[i]); returns Σ x.
+    @inline(__always)
+    static func exp(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
+        kb_exp(x, x, n)
+        return sum(x, n)
+    }
+
+    /// x[i] *= y[i].
+    @inline(__always)
+    static func multiply(_ x: UnsafeMutablePointer<Float>, by y: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 16 <= n {
+            let p = UnsafeMutableRawPointer(x + i)
+            p.storeBytes(of: p.loadUnaligned(as: SIMD16<Float>.self) * UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self),
+                         as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < n { x[i] *= y[i]; i += 1 }
+    }
+
     @inline(__always)
     static func scale(_ x: UnsafeMutablePointer<Float>, _ n: Int, by a: Float) {
         let a16 = SIMD16<Float>(repeating: a)
@@ -82,10 +104,11 @@ extension Tensor {
         let outer = shape[..<d].reduce(1, *)
         let out = Tensor(empty: shape)
         if count > 0 { Tensor.softmaxForward(x.data, out.data, outer: outer, n: n, inner: inner) }
+        let y = out.detached()  // the closure must not own `out` (a reference cycle)
         return record(out, [x], "softmax") { g, _ in
             let gc = g.contiguous()
-            let gx = Tensor(empty: out.shape)
-            if out.count > 0 { Tensor.softmaxBackward(out.data, gc.data, gx.data, outer: outer, n: n, inner: inner) }
+            let gx = Tensor(empty: y.shape)
+            if y.count > 0 { Tensor.softmaxBackward(y.data, gc.data, gx.data, outer: outer, n: n, inner: inner) }
             return [gx]
         }
     }
