@@ -1,14 +1,56 @@
 import ArgumentParser
 import Foundation
+import KoalaDiffusion
 import KoalaModels
 import KoalaTensor
 
 struct ModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
-        abstract: "Inspect diffusers model folders.",
-        subcommands: [ModelInfo.self]
+        abstract: "Create and inspect diffusers model folders.",
+        subcommands: [ModelInit.self, ModelInfo.self]
     )
+}
+
+struct ModelInit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Write a complete diffusers folder with random weights for a preset.",
+        discussion: """
+            Presets: \(PipelinePreset.names.joined(separator: ", ")). The weights are random: \
+            a model made this way draws noise, not pictures. `tiny` is for tests and the demo; \
+            the full-size presets give real architectures (for benchmarks) — for real images \
+            supply a real KOALA diffusers folder.
+            """
+    )
+
+    @Option(help: "Preset: \(PipelinePreset.names.joined(separator: ", ")).")
+    var preset: String
+
+    @Option(help: "Folder to create (must not exist).")
+    var out: String
+
+    @Option(help: "Seed for the random weights.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Weight file precision: fp32, or fp16 (written as *.fp16.safetensors).")
+    var dtype: String = "fp32"
+
+    func validate() throws {
+        guard PipelinePreset.names.contains(preset) else {
+            throw ValidationError("unknown preset '\(preset)'; choose one of \(PipelinePreset.names.joined(separator: ", "))")
+        }
+        guard ["fp32", "fp16"].contains(dtype) else { throw ValidationError("--dtype must be fp32 or fp16, not '\(dtype)'") }
+    }
+
+    func run() throws {
+        let p = try PipelinePreset.named(preset)
+        print("creating \(preset) pipeline with random weights (seed \(seed)) at \(out)")
+        try StableDiffusionXLPipeline.initialize(preset: p, seed: seed, at: out, dtype: dtype == "fp16" ? .F16 : .F32) {
+            print("  writing \($0)…")
+        }
+        print("done: \(out) (random weights — for tests and benchmarks, not pictures)")
+    }
 }
 
 /// What `model info` reports for one component.

@@ -26,6 +26,40 @@ public struct CLIPTextConfig: Codable, Sendable {
 
     public init() {}
 
+    /// SDXL's `text_encoder` (CLIP ViT-L/14; its config keeps the legacy eos id 2).
+    public static var sdxlTextEncoder: CLIPTextConfig {
+        var c = CLIPTextConfig()
+        c.bosTokenId = 0; c.eosTokenId = 2
+        return c
+    }
+
+    /// SDXL's `text_encoder_2` (OpenCLIP ViT-bigG/14 with projection).
+    public static var sdxlTextEncoder2: CLIPTextConfig {
+        var c = sdxlTextEncoder
+        c.hiddenSize = 1280; c.intermediateSize = 5120; c.numHiddenLayers = 32
+        c.numAttentionHeads = 20; c.projectionDim = 1280; c.hiddenAct = "gelu"
+        return c
+    }
+
+    /// A toy text encoder with the real vocabulary (so real tokenizers work), for the
+    /// tiny test pipeline: 32 wide, 2 layers.
+    public static func tiny(hiddenAct: String) -> CLIPTextConfig {
+        var c = sdxlTextEncoder
+        c.hiddenSize = 32; c.intermediateSize = 64; c.numHiddenLayers = 2
+        c.numAttentionHeads = 4; c.projectionDim = 32; c.hiddenAct = hiddenAct
+        return c
+    }
+
+    /// The config.json transformers writes for `CLIPTextModel` / `CLIPTextModelWithProjection`.
+    public func transformersJSON(withProjection: Bool) throws -> Data {
+        var dict = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as! [String: Any]
+        dict["architectures"] = [withProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel"]
+        dict["model_type"] = "clip_text_model"
+        dict["layer_norm_eps"] = Double("\(layerNormEps)")!
+        dict["torch_dtype"] = "float32"
+        return try JSONSerialization.data(withJSONObject: dict, options: [.prettyPrinted, .sortedKeys])
+    }
+
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = CLIPTextConfig()
