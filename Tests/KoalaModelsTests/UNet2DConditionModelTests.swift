@@ -116,6 +116,12 @@ final class UNet2DConditionModelTests: XCTestCase {
             XCTAssertEqual(try JSONDecoder().decode(UNet2DConditionConfig.self, from: data), c, name)
             let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
             XCTAssertTrue(json.keys.contains("num_attention_heads") && json.keys.contains("class_embed_type"), name)
+            XCTAssertEqual(json["_class_name"] as? String, "UNet2DConditionModel")
+            // Every key diffusers 0.42.1 writes (its own dump of case "a"'s config).
+            let reference = try XCTUnwrap(try JSONSerialization.jsonObject(
+                with: Data(try XCTUnwrap(Fixtures.open("unet").metadata["a.config"]).utf8)) as? [String: Any])
+            XCTAssertEqual(Set(json.keys), Set(reference.keys).subtracting(["_use_default_values"])
+                .union(["_class_name", "_diffusers_version"]), name)
         }
         XCTAssertThrowsError(try UNet2DConditionConfig.preset("sd15")) { XCTAssertTrue("\($0)".contains("koala-700m"), "\($0)") }
     }
