@@ -11,13 +11,19 @@ import KoalaTestSupport
 final class UNet2DConditionModelTests: XCTestCase {
     private func load(_ name: String) throws -> (UNet2DConditionModel, SafeTensorsFile, LoadReport) {
         let f = try Fixtures.open("unet")
-        let json = try XCTUnwrap(f.metadata["\(name).config"])
-        let config = try JSONDecoder().decode(UNet2DConditionConfig.self, from: Data(json.utf8))
+        let config = try JSONDecoder().decode(UNet2DConditionConfig.self, from: try diffusersConfig(name))
         let model = UNet2DConditionModel(config: config, init: .uninitialized())
         let prefix = "\(name).weights."
         let keys = Set(f.names.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) })
         let report = try model.load(keys: keys) { try f.tensor(prefix + $0) }
         return (model, f, report)
+    }
+
+    /// diffusers' own config.json text for a fixture case.
+    private func diffusersConfig(_ name: String) throws -> Data {
+        let all = try XCTUnwrap(try Fixtures.open("unet").metadata["configs"])
+        let configs = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(all.utf8)) as? [String: Any])
+        return try JSONSerialization.data(withJSONObject: try XCTUnwrap(configs[name]))
     }
 
     private func timesteps(_ f: SafeTensorsFile, _ name: String) throws -> [Float] {
@@ -116,6 +122,11 @@ final class UNet2DConditionModelTests: XCTestCase {
             XCTAssertEqual(try JSONDecoder().decode(UNet2DConditionConfig.self, from: data), c, name)
             let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
             XCTAssertTrue(json.keys.contains("num_attention_heads") && json.keys.contains("class_embed_type"), name)
+            XCTAssertEqual(json["_class_name"] as? String, "UNet2DConditionModel")
+            // Every key diffusers 0.42.1 writes (its own dump of case "a"'s config).
+            let reference = try XCTUnwrap(try JSONSerialization.jsonObject(with: diffusersConfig("a")) as? [String: Any])
+            XCTAssertEqual(Set(json.keys), Set(reference.keys)
+                .union(["_class_name", "_diffusers_version"]), name)
         }
         XCTAssertThrowsError(try UNet2DConditionConfig.preset("sd15")) { XCTAssertTrue("\($0)".contains("koala-700m"), "\($0)") }
     }

@@ -11,7 +11,7 @@ that between them take every code path KoalaBooth supports:
   flip_sin_to_cos false, freq_shift 1, center_input_sample).
 
 Norm weights and all biases are perturbed so they are non-trivial. Each config is
-saved as JSON text in the metadata of the safetensors file.
+saved as diffusers wrote it, in the metadata entry "configs" (JSON: case -> config).
 """
 import json
 import os
@@ -64,7 +64,7 @@ GRAD_PARAMS = [
 ]
 
 entries = {}
-metadata = {}
+configs = {}
 for ci, (name, cfg) in enumerate(CONFIGS.items()):
     torch.manual_seed(ci)
     model = UNet2DConditionModel(**cfg).eval()
@@ -72,8 +72,6 @@ for ci, (name, cfg) in enumerate(CONFIGS.items()):
         for k, p in model.named_parameters():
             if k.endswith("bias") or "norm" in k:
                 p.add_(torch.randn(p.shape, generator=gen(p.numel() + len(k))) * 0.1)
-        # diffusers zero-initialises nothing here, but keep the output layer lively
-        # so the comparison covers every channel.
     b, s, tokens = SHAPES[name]
     sample = randn(b, cfg["in_channels"], s, s, seed=10 + ci)
     ehs = randn(b, tokens, cfg["cross_attention_dim"], seed=20 + ci)
@@ -107,9 +105,11 @@ for ci, (name, cfg) in enumerate(CONFIGS.items()):
     entries[f"{name}.encoder_hidden_states"] = ehs
     entries[f"{name}.timestep"] = timestep
     entries[f"{name}.out"] = out
-    metadata[f"{name}.config"] = json.dumps(dict(model.config))
+    # diffusers' full config (bookkeeping keys dropped: one is an unordered set).
+    configs[name] = {k: v for k, v in model.config.items() if not k.startswith("_")}
 
 os.makedirs(FIXTURES, exist_ok=True)
 path = os.path.join(FIXTURES, "unet.safetensors")
-save_file({k: v.detach().float().contiguous() for k, v in entries.items()}, path, metadata=metadata)
+save_file({k: v.detach().float().contiguous() for k, v in entries.items()}, path,
+          metadata={"configs": json.dumps(configs, sort_keys=True)})  # one key: safetensors orders metadata randomly
 print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path) / 1024:.1f} KiB, {len(entries)} tensors)")

@@ -9,6 +9,12 @@ public struct UNetBlockContext {
     /// Recompute resnets and transformer blocks during backward instead of keeping
     /// their activations.
     public let checkpointing: Bool
+
+    public init(tembActivated: Tensor, encoderHiddenStates: Tensor, checkpointing: Bool = false) {
+        self.tembActivated = tembActivated
+        self.encoderHiddenStates = encoderHiddenStates
+        self.checkpointing = checkpointing
+    }
 }
 
 /// A resnet, checkpointed when asked (diffusers checkpoints each resnet the same way).

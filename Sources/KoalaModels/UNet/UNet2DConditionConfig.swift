@@ -225,6 +225,14 @@ public struct UNet2DConditionConfig: Codable, Sendable, Equatable {
         for (key, _, written) in Self.fixedKeys {
             try c.encode(try JSONDecoder().decode(RawJSON.self, from: Data(written.utf8)), forKey: key)
         }
+        var meta = encoder.container(keyedBy: MetadataKey.self)
+        try meta.encode("UNet2DConditionModel", forKey: .className)
+        try meta.encode("0.42.1", forKey: .diffusersVersion)
+    }
+
+    /// diffusers' bookkeeping keys in config.json (ignored when decoding).
+    private enum MetadataKey: String, CodingKey {
+        case className = "_class_name", diffusersVersion = "_diffusers_version"
     }
 
     /// Checks the structure (list lengths, supported block types, channel divisibility),
