@@ -104,7 +104,7 @@ extension Tensor {
 }
 
 /// Sizes and options of one attention call, and its tiled kernels. Scores are made
-/// `block` queries × `keyBlock` keys at a time, a tile that stays in the core's cache.
+/// `block` queries × `keyBlock` keys at a time (about 1 MiB), never the whole matrix.
 private struct AttentionGeometry {
     let batch: Int, heads: Int, queries: Int, keys: Int, dim: Int, valueDim: Int
     let causal: Bool, scale: Float, block: Int, keyBlock: Int
