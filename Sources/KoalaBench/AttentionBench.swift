@@ -1,7 +1,7 @@
 import KoalaTensor
 
-/// Self-attention at KOALA's 512 px mid resolution: 4096 tokens, 10 heads of 64.
-/// Same work as tools/bench/torch_ops.py `attention(...)`.
+/// Self-attention over a 64×64 feature map (KOALA's 640-channel stage at 1024 px):
+/// 4096 tokens, 10 heads of 64. Same work as tools/bench/torch_ops.py `attention(...)`.
 enum AttentionBench {
     static var cases: [BenchCase] {
         let (b, h, l, d) = (1, 10, 4096, 64)

@@ -12,7 +12,12 @@ enum RowMath {
             m16.replace(with: v, where: v .> m16)
             i += 16
         }
-        var m = m16.max()
+        // Fold lanes by halves: `SIMD.max()` is a scalar loop that checks for NaN.
+        var m8 = m16.highHalf
+        m8.replace(with: m16.lowHalf, where: m16.lowHalf .> m8)
+        var m4 = m8.highHalf
+        m4.replace(with: m8.lowHalf, where: m8.lowHalf .> m4)
+        var m = Swift.max(Swift.max(m4[0], m4[1]), Swift.max(m4[2], m4[3]))
         while i < n { m = Swift.max(m, x[i]); i += 1 }
         return m
     }
