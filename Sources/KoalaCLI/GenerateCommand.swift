@@ -44,7 +44,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Sampler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
     var scheduler = "dpm-solver++"
 
-    @Flag(help: "Use Karras sigmas.")
+    @Flag(help: "Use Karras sigmas (dpm-solver++ and euler).")
     var karras = false
 
     @Option(help: "Seed for the initial noise.")
@@ -77,6 +77,9 @@ struct GenerateCommand: ParsableCommand {
     func validate() throws {
         guard SchedulerKind(rawValue: scheduler) != nil else {
             throw ValidationError("unknown --scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if karras && scheduler == SchedulerKind.ddim.rawValue {
+            throw ValidationError("--karras does not apply to ddim (DDIM steps through the training timesteps); use it with dpm-solver++ or euler")
         }
         guard RNGKind(rawValue: rng) != nil else { throw ValidationError("--rng must be torch or native, not '\(rng)'") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }

@@ -114,6 +114,7 @@ final class GenerateTests: XCTestCase {
         try fails([], "does not exist", model: dir.appendingPathComponent("nope").path)
         try fails(["--width", "60"], "multiple of 8")
         try fails(["--scheduler", "heun"], "unknown --scheduler 'heun'")
+        try fails(["--scheduler", "ddim", "--karras"], "--karras does not apply to ddim")
         try fails(["--rng", "cuda"], "--rng must be torch or native")
         try fails(["--output", dir.appendingPathComponent("missing/x.png").path], "does not exist; create it first")
 

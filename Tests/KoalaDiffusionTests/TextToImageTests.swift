@@ -41,6 +41,7 @@ final class TextToImageTests: XCTestCase {
             p.negativePrompt = nil
         }
         if name == "dpm_neg_seed42" { p.seed = 42 }
+        if name.hasPrefix("dpmkarras") { p.karras = true }
         if name == "euler_noneg_seed7" { p.seed = 7; p.count = 2 }
         return p
     }
@@ -68,6 +69,7 @@ final class TextToImageTests: XCTestCase {
     func testDPMSolverWithNegativePromptMatchesDiffusers() throws { try check("dpm_neg_latents", givenLatents: true) }
     func testDPMSolverWithoutNegativePromptZerosTheUnconditionalInput() throws { try check("dpm_noneg_latents", givenLatents: true) }
     func testEulerMatchesDiffusers() throws { try check("euler_neg_latents", givenLatents: true) }
+    func testKarrasSigmasMatchDiffusers() throws { try check("dpmkarras_neg_latents", givenLatents: true) }
     func testTorchSeedDrawsWhatDiffusersDraws() throws { try check("dpm_neg_seed42", givenLatents: false) }
     func testTorchSeedWithSeveralImagesDrawsOneBatch() throws { try check("euler_noneg_seed7", givenLatents: false) }
 

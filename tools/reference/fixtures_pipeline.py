@@ -35,6 +35,7 @@ CASES = {
     "euler_neg_latents": ("euler", PROMPT, NEGATIVE, "latents", 1),
     "dpm_neg_seed42": ("dpm", PROMPT, NEGATIVE, 42, 1),
     "euler_noneg_seed7": ("euler", "a koala astronaut", None, 7, 2),
+    "dpmkarras_neg_latents": ("dpmkarras", PROMPT, NEGATIVE, "latents", 1),
 }
 
 
@@ -53,6 +54,7 @@ def main():
         schedulers = {
             "dpm": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
             "euler": EulerDiscreteScheduler.from_config(pipe.scheduler.config),
+            "dpmkarras": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True),
         }
         init = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(100))
         out["init_latents"] = init
