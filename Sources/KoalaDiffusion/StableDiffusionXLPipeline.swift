@@ -12,6 +12,9 @@ public final class StableDiffusionXLPipeline {
     public let tokenizer: CLIPTokenizer
     public let tokenizer2: CLIPTokenizer
     public let schedulerConfig: SchedulerConfig
+    /// model_index.json's `force_zeros_for_empty_prompt`: with no negative prompt, the
+    /// unconditional embeddings are zeros instead of the encoded empty text.
+    public var forceZerosForEmptyPrompt = true
 
     public init(unet: UNet2DConditionModel, vae: AutoencoderKL, textEncoder: CLIPTextModel, textEncoder2: CLIPTextModel,
                 tokenizer: CLIPTokenizer, tokenizer2: CLIPTokenizer, schedulerConfig: SchedulerConfig) {
@@ -26,7 +29,7 @@ public final class StableDiffusionXLPipeline {
     /// fp16 ones when they are all there is. 16-bit weights are converted to float32.
     public static func load(from path: String, variant: String? = nil) throws -> StableDiffusionXLPipeline {
         let folder = try PipelineFolder(path: path)
-        return StableDiffusionXLPipeline(
+        let pipeline = StableDiffusionXLPipeline(
             unet: try loadUNet(folder, variant: variant),
             vae: try loadVAE(folder, variant: variant),
             textEncoder: try loadTextEncoder(folder, "text_encoder", variant: variant),
@@ -34,6 +37,17 @@ public final class StableDiffusionXLPipeline {
             tokenizer: try CLIPTokenizer(directory: folder.directory("tokenizer")),
             tokenizer2: try CLIPTokenizer(directory: folder.directory("tokenizer_2")),
             schedulerConfig: try loadSchedulerConfig(folder))
+        pipeline.forceZerosForEmptyPrompt = forceZerosFlag(folder)
+        return pipeline
+    }
+
+    /// diffusers' default is true when model_index.json does not say.
+    private static func forceZerosFlag(_ folder: PipelineFolder) -> Bool {
+        let url = folder.root.appendingPathComponent("model_index.json")
+        guard let data = try? Data(contentsOf: url),
+              let index = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let flag = index["force_zeros_for_empty_prompt"] as? Bool else { return true }
+        return flag
     }
 
     public static func loadUNet(_ folder: PipelineFolder, variant: String? = nil) throws -> UNet2DConditionModel {

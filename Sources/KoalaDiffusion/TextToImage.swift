@@ -1,0 +1,252 @@
+import Foundation
+import KoalaModels
+import KoalaTensor
+
+/// Which random source draws the initial latents.
+public enum RNGKind: String, Sendable, CaseIterable {
+    /// PyTorch's CPU generator: `--seed S` gives the latents a diffusers script draws with
+    /// `generator=torch.Generator().manual_seed(S)`.
+    case torch
+    /// KoalaBooth's own generator (not comparable with PyTorch).
+    case native
+}
+
+/// Everything that decides a text-to-image result, besides the model and any given latents.
+public struct GenerationParameters: Sendable, Equatable {
+    public var prompt: String
+    /// nil: no negative prompt (zeros when the model sets `force_zeros_for_empty_prompt`,
+    /// as diffusers does for `negative_prompt=None`); "" is encoded as the empty text.
+    public var negativePrompt: String?
+    public var steps = 25
+    /// Classifier-free guidance scale; guidance is off at 1 or below (as diffusers).
+    public var guidance: Float = 7.5
+    /// diffusers' `guidance_rescale` (arXiv 2305.08891 §3.4); 0 disables it.
+    public var guidanceRescale: Float = 0
+    public var scheduler = SchedulerKind.dpmSolverPlusPlus
+    /// Karras sigmas (`use_karras_sigmas`).
+    public var karras = false
+    public var seed: UInt64 = 0
+    /// Pixel size; nil takes the U-Net's `sample_size` × the VAE factor.
+    public var width: Int?
+    public var height: Int?
+    /// Images per prompt (diffusers' `num_images_per_prompt`).
+    public var count = 1
+    public var rng = RNGKind.torch
+
+    public init(prompt: String) { self.prompt = prompt }
+}
+
+/// Progress after each denoising step.
+public struct GenerationProgress: Sendable {
+    /// Steps done (1-based).
+    public let step: Int
+    public let total: Int
+    /// Seconds since denoising started.
+    public let elapsed: Double
+}
+
+/// The output of `StableDiffusionXLPipeline.generate`.
+public struct GenerationResult {
+    /// Final denoised latents [count, 4, h, w] (before the VAE's scaling is undone).
+    public let latents: Tensor
+    /// Decoded images [count, 3, H, W] in about [-1, 1].
+    public let images: Tensor
+    public let width: Int
+    public let height: Int
+}
+
+/// Text conditioning for the U-Net: penultimate hidden states of both encoders
+/// concatenated [B, 77, D1+D2], and text_encoder_2's projected pooled output [B, P].
+public struct PromptEmbeddings {
+    public let hiddenStates: Tensor
+    public let pooled: Tensor
+
+    /// Each row repeated `n` times in place (diffusers' `repeat(1, n, 1).view(B·n, …)`).
+    func repeated(_ n: Int) -> PromptEmbeddings {
+        guard n > 1 else { return self }
+        func rep(_ t: Tensor) -> Tensor {
+            let rows = t.chunk(t.shape[0], dim: 0)
+            return Tensor.cat(rows.flatMap { Array(repeating: $0, count: n) }, dim: 0)
+        }
+        return PromptEmbeddings(hiddenStates: rep(hiddenStates), pooled: rep(pooled))
+    }
+}
+
+/// A problem with generation inputs, phrased for the user.
+public struct GenerationError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension StableDiffusionXLPipeline {
+    /// Pixels per latent cell: 2^(VAE blocks − 1), 8 for SDXL.
+    public var vaeScaleFactor: Int { 1 << (vae.config.blockOutChannels.count - 1) }
+
+    /// The default image side: the U-Net's `sample_size` × `vaeScaleFactor` (SDXL: 1024).
+    public var defaultSize: (width: Int, height: Int) {
+        switch unet.config.sampleSize {
+        case .one(let s): return (s * vaeScaleFactor, s * vaeScaleFactor)
+        case .many(let s) where s.count == 2: return (s[1] * vaeScaleFactor, s[0] * vaeScaleFactor)
+        default: return (1024, 1024)
+        }
+    }
+
+    /// Encodes `texts` as diffusers' `encode_prompt` does for one prompt per row:
+    /// `hidden_states[-2]` of each encoder concatenated on the feature axis, and
+    /// text_encoder_2's `text_embeds` as the pooled embedding.
+    public func encodePrompt(_ texts: [String]) -> PromptEmbeddings {
+        noGrad {
+            let out1 = textEncoder(texts.map(tokenizer.tokenize))
+            let out2 = textEncoder2(texts.map(tokenizer2.tokenize))
+            guard let pooled = out2.textEmbeds else {
+                preconditionFailure("text_encoder_2 must be a CLIPTextModelWithProjection")
+            }
+            let h1 = out1.hiddenStates[out1.hiddenStates.count - 2]
+            let h2 = out2.hiddenStates[out2.hiddenStates.count - 2]
+            return PromptEmbeddings(hiddenStates: Tensor.cat([h1, h2], dim: 2), pooled: pooled)
+        }
+    }
+
+    /// The unconditional embeddings for classifier-free guidance: zeros shaped like
+    /// `cond` when there is no negative prompt and the model forces zeros for it,
+    /// otherwise the encoded negative prompt ("" when none).
+    public func encodeNegativePrompt(_ negative: String?, like cond: PromptEmbeddings) -> PromptEmbeddings {
+        if negative == nil && forceZerosForEmptyPrompt {
+            return PromptEmbeddings(hiddenStates: Tensor.zeros(cond.hiddenStates.shape), pooled: Tensor.zeros(cond.pooled.shape))
+        }
+        return encodePrompt(Array(repeating: negative ?? "", count: cond.hiddenStates.shape[0]))
+    }
+
+    /// SDXL micro-conditioning `add_time_ids` for `batch` rows: original size (h, w),
+    /// crop top-left (0, 0), target size (h, w).
+    public func addTimeIds(width: Int, height: Int, batch: Int) -> Tensor {
+        let row: [Float] = [Float(height), Float(width), 0, 0, Float(height), Float(width)]
+        return Tensor(shape: [batch, 6], values: Array([[Float]](repeating: row, count: batch).joined()))
+    }
+
+    /// Checks the size and returns the latent shape [count, C, H/f, W/f].
+    public func latentShape(width: Int, height: Int, count: Int) throws -> [Int] {
+        guard width > 0, height > 0, width % 8 == 0, height % 8 == 0 else {
+            throw GenerationError("width and height must be positive multiples of 8, got \(width)x\(height); for example \(max(8, width / 8 * 8))x\(max(8, height / 8 * 8))")
+        }
+        // The U-Net halves the latent (blocks − 1) times and must be able to double it back.
+        let multiple = vaeScaleFactor << (unet.config.downBlockTypes.count - 1)
+        guard width % multiple == 0, height % multiple == 0 else {
+            throw GenerationError("this model needs width and height that are multiples of \(multiple), got \(width)x\(height); for example \(max(multiple, width / multiple * multiple))x\(max(multiple, height / multiple * multiple))")
+        }
+        guard count >= 1 else { throw GenerationError("the image count must be at least 1, got \(count)") }
+        return [count, unet.config.inChannels, height / vaeScaleFactor, width / vaeScaleFactor]
+    }
+
+    /// Unscaled standard-normal starting latents for `p`, drawn in one call for the whole
+    /// batch (as diffusers with one generator).
+    public func initialNoise(_ p: GenerationParameters) throws -> Tensor {
+        let size = (width: p.width ?? defaultSize.width, height: p.height ?? defaultSize.height)
+        let shape = try latentShape(width: size.width, height: size.height, count: p.count)
+        switch p.rng {
+        case .torch:
+            var g = TorchGenerator(seed: p.seed)
+            return g.randn(shape)
+        case .native:
+            var g = RandomGenerator(seed: p.seed)
+            return g.randn(shape)
+        }
+    }
+
+    /// The scheduler `p` asks for, configured from the model's scheduler config.
+    public func makeScheduler(_ p: GenerationParameters) throws -> any Scheduler {
+        var config = schedulerConfig
+        config.useKarrasSigmas = p.karras
+        var s = try p.scheduler.make(config: config)
+        try s.setTimesteps(p.steps)
+        return s
+    }
+
+    /// Text-to-image as diffusers' `StableDiffusionXLPipeline.__call__`: encodes the
+    /// prompts, denoises `noise` (unscaled standard normal [count, 4, h, w]; drawn from
+    /// `p.seed` with `p.rng` when nil) over `p.steps` scheduler steps with batched
+    /// classifier-free guidance, and decodes the final latents with the VAE.
+    public func generate(_ p: GenerationParameters, noise: Tensor? = nil,
+                         progress: (GenerationProgress) -> Void = { _ in }) throws -> GenerationResult {
+        let width = p.width ?? defaultSize.width, height = p.height ?? defaultSize.height
+        let shape = try latentShape(width: width, height: height, count: p.count)
+        if let noise, noise.shape != shape {
+            throw GenerationError("the initial latents are \(noise.shape.map(String.init).joined(separator: "x")) but a \(width)x\(height) image (count \(p.count)) needs \(shape.map(String.init).joined(separator: "x"))")
+        }
+        var scheduler = try makeScheduler(p)
+        return try noGrad {
+            let cfg = p.guidance > 1
+            let cond1 = encodePrompt([p.prompt])
+            let cond = cond1.repeated(p.count)
+            var context = cond.hiddenStates, pooled = cond.pooled
+            if cfg {
+                let uncond = encodeNegativePrompt(p.negativePrompt, like: cond1).repeated(p.count)
+                context = Tensor.cat([uncond.hiddenStates, cond.hiddenStates], dim: 0)
+                pooled = Tensor.cat([uncond.pooled, cond.pooled], dim: 0)
+            }
+            let timeIds = addTimeIds(width: width, height: height, batch: context.shape[0])
+
+            var latents = try noise ?? initialNoise(p)
+            latents = latents * scheduler.initNoiseSigma
+            let start = Date()
+            let timesteps = scheduler.timesteps
+            for (i, t) in timesteps.enumerated() {
+                let input = scheduler.scaleModelInput(cfg ? Tensor.cat([latents, latents], dim: 0) : latents, timestep: t)
+                var eps = unet(sample: input, timestep: [t], encoderHiddenStates: context, textEmbeds: pooled, timeIds: timeIds)
+                if cfg {
+                    let parts = eps.chunk(2, dim: 0)
+                    let (uncond, text) = (parts[0], parts[1])
+                    eps = uncond + p.guidance * (text - uncond)
+                    if p.guidanceRescale > 0 { eps = rescaleNoiseCFG(eps, text: text, rescale: p.guidanceRescale) }
+                }
+                latents = scheduler.step(modelOutput: eps, timestep: t, sample: latents)
+                progress(GenerationProgress(step: i + 1, total: timesteps.count, elapsed: Date().timeIntervalSince(start)))
+            }
+            return GenerationResult(latents: latents, images: decodeLatents(latents), width: width, height: height)
+        }
+    }
+
+    /// Undoes the VAE's latent normalisation (`latents_mean`/`latents_std` when the config
+    /// has them, else the scaling factor) and decodes to images [B, 3, H, W].
+    public func decodeLatents(_ latents: Tensor, tiled: Bool = false) -> Tensor {
+        noGrad {
+            let c = vae.config
+            var z: Tensor
+            if let mean = c.latentsMean, let std = c.latentsStd {
+                let shape = [1, mean.count, 1, 1]
+                z = latents * Tensor(shape: shape, values: std.map(Float.init)) / Float(c.scalingFactor)
+                    + Tensor(shape: shape, values: mean.map(Float.init))
+            } else {
+                z = latents / Float(c.scalingFactor)
+            }
+            return vae.decode(z, tiled: tiled)
+        }
+    }
+}
+
+/// diffusers' `rescale_noise_cfg`: scales the guided prediction to the per-sample standard
+/// deviation of the text prediction, then mixes by `rescale`.
+func rescaleNoiseCFG(_ cfg: Tensor, text: Tensor, rescale: Float) -> Tensor {
+    let b = cfg.shape[0]
+    let cfg = cfg.contiguous(), text = text.contiguous()
+    let n = cfg.count / b
+    let out = Tensor(empty: cfg.shape)
+    let pc = cfg.data, pt = text.data, po = out.data
+    // Unbiased standard deviation, as torch.std.
+    func std(_ p: UnsafeMutablePointer<Float>) -> Double {
+        var mean = 0.0
+        for i in 0..<n { mean += Double(p[i]) }
+        mean /= Double(n)
+        var ss = 0.0
+        for i in 0..<n { let d = Double(p[i]) - mean; ss += d * d }
+        return (ss / Double(max(n - 1, 1))).squareRoot()
+    }
+    for s in 0..<b {
+        let ratio = Float(std(pt + s * n) / std(pc + s * n))
+        for i in s * n..<(s + 1) * n {
+            let rescaled = pc[i] * ratio
+            po[i] = rescale * rescaled + (1 - rescale) * pc[i]
+        }
+    }
+    return out
+}
