@@ -78,7 +78,10 @@ public final class SubjectStore: Sendable {
         config.label = "KoalaStore"
         let path = self.home.appendingPathComponent(Self.databaseFileName).path
         do {
-            database = try DatabasePool(path: path, configuration: config)
+            // Opening switches a new database to WAL, which needs an exclusive lock that
+            // SQLite's busy timeout does not wait for: processes opening a new directory
+            // together take turns.
+            database = try Self.withLock(Self.lockPath(self.home)) { try DatabasePool(path: path, configuration: config) }
             try Self.migrate(database, home: self.home, path: path)
         } catch let error as DatabaseError {
             throw StoreError.databaseUnreadable(path: path, reason: error.message ?? error.description)
@@ -202,13 +205,15 @@ public final class SubjectStore: Sendable {
         if complete { return }
         // GRDB reads the applied migrations outside the migration's transaction, so two
         // processes opening a new directory together would both create the tables.
-        try withLock(home.appendingPathComponent(".migrate.lock").path) {
+        try withLock(lockPath(home)) {
             if let newer = try pool.read(tooNew) {
                 throw StoreError.databaseTooNew(path: path, version: newer, supported: schemaVersion)
             }
             try migrator.migrate(pool)
         }
     }
+
+    private static func lockPath(_ home: URL) -> String { home.appendingPathComponent(".migrate.lock").path }
 
     private static func withLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
         let fd = open(path, O_CREAT | O_RDWR, 0o644)
