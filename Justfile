@@ -46,6 +46,15 @@ bench *args: setup
     swift build -c release --product KoalaBench
     "$(swift build -c release --show-bin-path)/KoalaBench" {{args}}
 
+# Full-size check (not in CI): diffusers writes a random KOALA-700M U-Net, KoalaBooth loads it and compares one 256x256 forward.
+verify-full dir="/tmp/koalabooth-verify-full": setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="${KB_REFENV:-$HOME/.cache/koalabooth-refenv}"
+    [ -f "{{dir}}/io.safetensors" ] || "$venv/bin/python" tools/reference/verify_full.py "{{dir}}"
+    swift build {{test_flags}} --build-tests
+    KB_VERIFY_FULL_DIR="{{dir}}" swift test {{test_flags}} --skip-build --disable-swift-testing --filter VerifyFullTests
+
 # Regenerate the parity fixtures in Tests/Fixtures with the pinned reference libraries.
 fixtures:
     #!/usr/bin/env bash
