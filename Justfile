@@ -39,6 +39,7 @@ demo: build
     export KOALABOOTH_HOME="$PWD/.koalabooth-demo"
     model=models/tiny
     echo "== 1. a tiny SDXL-architecture model with RANDOM weights (stands in for KOALA-700M; draws noise)"
+    mkdir -p models
     [ -f "$model/model_index.json" ] || "$bin" model init --preset tiny --out "$model" --seed 0
     "$bin" model info "$model"
     echo "== 2. a subject from the example photos in subjects/robot-toy"
