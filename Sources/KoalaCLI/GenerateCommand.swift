@@ -68,6 +68,12 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Also write the final denoised latents (before VAE decoding) here.", valueName: "file"))
     var saveLatents: String?
 
+    @Option(help: ArgumentHelp("Apply this LoRA (safetensors from diffusers/PEFT or kohya's sd-scripts), merged into the weights.", valueName: "file"))
+    var lora: String?
+
+    @Option(help: "LoRA strength (diffusers' fuse_lora lora_scale; applies to the U-Net and both text encoders).")
+    var loraScale: Float = 1
+
     @Option(help: ArgumentHelp("Output image (.png, or .jpg/.jpeg for JPEG).", valueName: "path"))
     var output = "koalabooth.png"
 
@@ -85,6 +91,8 @@ struct GenerateCommand: ParsableCommand {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard (0...1).contains(guidanceRescale) else { throw ValidationError("--guidance-rescale must be between 0 and 1") }
+        if lora == nil && loraScale != 1 { throw ValidationError("--lora-scale needs --lora FILE") }
+        guard loraScale.isFinite else { throw ValidationError("--lora-scale must be a number") }
         guard (1...100).contains(jpegQuality) else { throw ValidationError("--jpeg-quality must be between 1 and 100") }
         for (name, value) in [("--width", width), ("--height", height)] {
             if let v = value, v <= 0 || v % 8 != 0 {
@@ -130,8 +138,17 @@ struct GenerateCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: model) else {
             throw CLIError("model folder \(model) does not exist; pass a diffusers folder, or make a test one with `koalabooth model init --preset tiny --out DIR`")
         }
+        if let lora, !FileManager.default.fileExists(atPath: lora) {
+            throw CLIError("--lora \(lora) does not exist")
+        }
         Output.note("loading \(model)…")
         let pipeline = try StableDiffusionXLPipeline.load(from: model)
+        if let lora {
+            do {
+                let applied = try pipeline.applyLoRA(path: lora, scale: loraScale)
+                Output.note("applied LoRA \(lora) (\(applied.format.rawValue) format, \(applied.updates.count) weights, scale \(loraScale))")
+            } catch let e as LoRAError { throw CLIError(e.description) }
+        }
         let size = (width: width ?? pipeline.defaultSize.width, height: height ?? pipeline.defaultSize.height)
         let shape = try pipeline.latentShape(width: size.width, height: size.height, count: count)
         let noise = try latents.map { try Self.readLatents($0, expected: shape) }
@@ -177,6 +194,7 @@ struct GenerateCommand: ParsableCommand {
             "software": "KoalaBooth \(KoalaBoothCommand.configuration.version)",
         ]
         if latents == nil { m["latents"] = nil } else { m["seed"] = nil }
+        if let lora { m["lora"] = lora; m["lora_scale"] = "\(loraScale)" }
         return m
     }
 

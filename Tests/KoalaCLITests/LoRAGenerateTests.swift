@@ -1,0 +1,90 @@
+import Foundation
+import KoalaImageIO
+import KoalaTensor
+import KoalaTestSupport
+import XCTest
+
+/// `koalabooth generate --lora` through the executable, against diffusers'
+/// `load_lora_weights` image (Tests/Fixtures/lora.safetensors, tools/reference/fixtures_lora.py).
+final class LoRAGenerateTests: XCTestCase {
+    nonisolated(unsafe) static var root: URL!
+    static var model: String { root.appendingPathComponent("tiny").path }
+    var dir: URL!
+
+    override class func setUp() {
+        super.setUp()
+        root = try! CLI.temporaryDirectory()
+        let r = try! CLI.run(["model", "init", "--preset", "tiny", "--seed", "0", "--out", model])
+        precondition(r.status == 0, r.stderr)
+    }
+
+    override class func tearDown() {
+        try? FileManager.default.removeItem(at: root)
+        super.tearDown()
+    }
+
+    override func setUpWithError() throws { dir = try CLI.temporaryDirectory() }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    static func loraPath(_ name: String) -> String { Fixtures.directory.appendingPathComponent("lora/\(name).safetensors").path }
+
+    /// The fixture script's case: dpm-solver++, 4 steps, 64x64, the pipeline fixture's start latents.
+    func generate(_ extra: [String], output: String) throws -> CLIResult {
+        let initPath = dir.appendingPathComponent("init.safetensors").path
+        try SafeTensors.write(["latents": try Fixtures.open("pipeline").tensor("init_latents")], to: initPath)
+        return try CLI.run(["generate", "--model", Self.model, "--prompt", "a photo of a koala wearing sunglasses",
+                            "--negative-prompt", "blurry, low quality", "--steps", "4", "--width", "64", "--height", "64",
+                            "--latents", initPath, "--output", output] + extra)
+    }
+
+    func meanAbsDifference(_ path: String, _ fixture: String, _ tensor: String) throws -> Double {
+        let image = try RGBImage.load(path: path)
+        let expected = try Fixtures.open(fixture).tensor(tensor).toArray()
+        XCTAssertEqual(image.pixels.count, expected.count)
+        var diff = 0.0
+        for (a, b) in zip(image.pixels, expected) { diff += Double(abs(Float(a) - b)) }
+        return diff / Double(expected.count)
+    }
+
+    func testPEFTAndKohyaLoRAsReproduceDiffusersAndAreRecorded() throws {
+        for name in ["peft", "kohya"] {
+            let out = dir.appendingPathComponent("\(name).png").path
+            let r = try generate(["--lora", Self.loraPath(name)], output: out)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains("applied LoRA"), r.stderr)
+            XCTAssertLessThanOrEqual(try meanAbsDifference(out, "lora", "image"), 1.0, name)
+            // The LoRA matters: without it the image is diffusers' plain one, far from this.
+            XCTAssertGreaterThan(try meanAbsDifference(out, "pipeline", "dpm_neg_latents.image"), 3.0, name)
+            let text = PNGCodec.readTextOrEmpty(out)
+            XCTAssertEqual(text["lora"], Self.loraPath(name))
+            XCTAssertEqual(text["lora_scale"], "1.0")
+        }
+    }
+
+    func testLoRAScaleIsRecordedAndZeroScaleIsThePlainModel() throws {
+        let out = dir.appendingPathComponent("zero.png").path
+        let r = try generate(["--lora", Self.loraPath("peft"), "--lora-scale", "0"], output: out)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertLessThanOrEqual(try meanAbsDifference(out, "pipeline", "dpm_neg_latents.image"), 1.0)
+        XCTAssertEqual(PNGCodec.readTextOrEmpty(out)["lora_scale"], "0.0")
+    }
+
+    func testBadLoRAFilesFailClearly() throws {
+        let out = dir.appendingPathComponent("x.png").path
+        var r = try generate(["--lora", dir.appendingPathComponent("none.safetensors").path], output: out)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("does not exist"), r.stderr)
+
+        let sgm = dir.appendingPathComponent("sgm.safetensors").path
+        try SafeTensors.write(["lora_unet_middle_block_1_proj_in.lora_down.weight": Tensor.ones([4, 8]),
+                               "lora_unet_middle_block_1_proj_in.lora_up.weight": Tensor.ones([8, 4])], to: sgm)
+        r = try generate(["--lora", sgm], output: out)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("not supported for KOALA U-Nets"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+
+        r = try generate(["--lora-scale", "0.5"], output: out)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--lora-scale needs --lora"), r.stderr)
+    }
+}
