@@ -3,6 +3,7 @@ import Foundation
 import KoalaDiffusion
 import KoalaImageIO
 import KoalaModels
+import KoalaStore
 import KoalaTensor
 
 struct GenerateCommand: ParsableCommand {
@@ -23,8 +24,19 @@ struct GenerateCommand: ParsableCommand {
             """
     )
 
-    @Option(help: ArgumentHelp("The diffusers model folder (holding model_index.json).", valueName: "dir"))
-    var model: String
+    @Option(help: ArgumentHelp("The diffusers model folder (holding model_index.json); with --subject, defaults to the base model of the subject's run.", valueName: "dir"))
+    var model: String?
+
+    @Option(help: ArgumentHelp("Weight variant to load (e.g. fp16); default: what the folder has.", valueName: "name"))
+    var variant: String?
+
+    @Option(help: "Draw a trained subject: uses its latest finished checkpoint (or --run's), substitutes {token} and {class} in the prompts, and records the images in the subject's history.")
+    var subject: String?
+
+    @Option(name: .customLong("run"), help: "With --subject: use this training run's newest checkpoint instead of the latest finished run.")
+    var runID: Int64?
+
+    @OptionGroup var global: GlobalOptions
 
     @Option(help: "What to draw.")
     var prompt: String
@@ -74,8 +86,8 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "LoRA strength (diffusers' fuse_lora lora_scale; applies to the U-Net and both text encoders).")
     var loraScale: Float = 1
 
-    @Option(help: ArgumentHelp("Output image (.png, or .jpg/.jpeg for JPEG).", valueName: "path"))
-    var output = "koalabooth.png"
+    @Option(help: ArgumentHelp("Output image (.png, or .jpg/.jpeg for JPEG); default koalabooth.png, or with --subject the subject's generations folder in the data directory.", valueName: "path"))
+    var output: String?
 
     @Option(help: "JPEG quality 1…100.")
     var jpegQuality = 95
@@ -91,7 +103,10 @@ struct GenerateCommand: ParsableCommand {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard (0...1).contains(guidanceRescale) else { throw ValidationError("--guidance-rescale must be between 0 and 1") }
-        if lora == nil && loraScale != 1 { throw ValidationError("--lora-scale needs --lora FILE") }
+        if lora == nil && subject == nil && loraScale != 1 { throw ValidationError("--lora-scale needs --lora FILE or --subject") }
+        if model == nil && subject == nil { throw ValidationError("give --model DIR (or --subject NAME to use a trained subject)") }
+        if runID != nil && subject == nil { throw ValidationError("--run needs --subject") }
+        if subject != nil && lora != nil { throw ValidationError("--lora and --subject cannot be combined: a subject brings its own weights") }
         guard loraScale.isFinite else { throw ValidationError("--lora-scale must be a number") }
         guard (1...100).contains(jpegQuality) else { throw ValidationError("--jpeg-quality must be between 1 and 100") }
         for (name, value) in [("--width", width), ("--height", height)] {
@@ -110,6 +125,11 @@ struct GenerateCommand: ParsableCommand {
     }
 
     func run() throws {
+        let trained = try subject.map(resolveSubject)
+        let model = self.model ?? trained!.run.baseModelPath
+        let prompt = trained.map { $0.substitute(self.prompt) } ?? self.prompt
+        let negativePrompt = trained.map { t in self.negativePrompt.map(t.substitute) } ?? self.negativePrompt
+        let output = try self.output ?? trained.map { try $0.defaultOutput() } ?? "koalabooth.png"
         let jpeg = ["jpg", "jpeg"].contains(URL(fileURLWithPath: output).pathExtension.lowercased())
         let outDir = URL(fileURLWithPath: output).deletingLastPathComponent().path
         guard FileManager.default.fileExists(atPath: outDir) else {
@@ -142,7 +162,8 @@ struct GenerateCommand: ParsableCommand {
             throw CLIError("--lora \(lora) does not exist")
         }
         Output.note("loading \(model)…")
-        let pipeline = try StableDiffusionXLPipeline.load(from: model)
+        let pipeline = try StableDiffusionXLPipeline.load(from: model, variant: variant)
+        if let trained { try trained.apply(to: pipeline, scale: loraScale) }
         if let lora {
             do {
                 let applied = try pipeline.applyLoRA(path: lora, scale: loraScale)
@@ -161,13 +182,13 @@ struct GenerateCommand: ParsableCommand {
             Output.note(String(format: "[%@] step %d/%d  %.2f s/step  ETA %.0f s", bar, prog.step, prog.total, perStep, eta))
         }
         if let saveLatents {
-            try SafeTensors.write(["latents": result.latents], to: saveLatents, metadata: metadata(p, size))
+            try SafeTensors.write(["latents": result.latents], to: saveLatents, metadata: metadata(p, size, model))
             print("wrote \(saveLatents)")
         }
 
         let images = result.images.contiguous()
         let n = 3 * size.width * size.height
-        let text = metadata(p, size).sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
+        let text = metadata(p, size, model).sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
         for (i, path) in Self.outputPaths(output, count: count).enumerated() {
             let values = Array(UnsafeBufferPointer(start: images.data + i * n, count: n))
             let image = RGBImage(planarFloats: values, width: size.width, height: size.height)
@@ -179,11 +200,12 @@ struct GenerateCommand: ParsableCommand {
                 try image.writePNG(path: path, text: chunks)
             }
             print("wrote \(path)")
+            try trained?.record(p, size: size, imagePath: path)
         }
     }
 
     /// Every parameter that decides the image, as PNG text chunks / safetensors metadata.
-    func metadata(_ p: GenerationParameters, _ size: (width: Int, height: Int)) -> [String: String] {
+    func metadata(_ p: GenerationParameters, _ size: (width: Int, height: Int), _ model: String) -> [String: String] {
         var m: [String: String] = [
             "prompt": p.prompt, "negative_prompt": p.negativePrompt ?? "",
             "seed": latents == nil ? "\(p.seed)" : "", "latents": latents ?? "",
@@ -195,8 +217,34 @@ struct GenerateCommand: ParsableCommand {
         ]
         if latents == nil { m["latents"] = nil } else { m["seed"] = nil }
         if let lora { m["lora"] = lora; m["lora_scale"] = "\(loraScale)" }
+        if let subject { m["subject"] = subject }
         return m
     }
+
+    /// Looks up `--subject` (and `--run`) in the store: the checkpoint to draw with.
+    func resolveSubject(_ name: String) throws -> TrainedSubject {
+        guard let store = try global.openExistingStore() else {
+            throw CLIError("no subject named \(name): the data directory \(global.homeURL.path) has no database yet; create one with `koalabooth subject create`")
+        }
+        let subject = try store.requireSubject(named: name)
+        let chosen: (run: TrainingRun, checkpoint: Checkpoint)
+        if let runID {
+            guard let r = try store.run(id: runID), r.subjectId == subject.id else {
+                throw CLIError("subject \(name) has no training run \(runID); `koalabooth runs list --subject \(name)` shows its runs")
+            }
+            guard let c = try store.checkpoints(runID: runID).max(by: { $0.step < $1.step }) else {
+                throw CLIError("training run \(runID) has no checkpoint yet")
+            }
+            chosen = (r, c)
+        } else {
+            guard let latest = try store.latestFinishedCheckpoint(subjectID: subject.id!) else {
+                throw CLIError("subject \(name) has no finished training run with a checkpoint; train it first (`koalabooth train \(name) …`), or pick a run with --run")
+            }
+            chosen = latest
+        }
+        return TrainedSubject(store: store, subject: subject, run: chosen.run, checkpoint: chosen.checkpoint)
+    }
+
 
     static func readLatents(_ path: String, expected: [Int]) throws -> Tensor {
         guard FileManager.default.fileExists(atPath: path) else {
@@ -215,5 +263,50 @@ struct GenerateCommand: ParsableCommand {
             throw CLIError("--latents \(path) holds \(fmt(t.shape)) latents, but this size and --count need \(fmt(expected)) (batch x 4 x height/8 x width/8)")
         }
         return t
+    }
+}
+
+/// A subject and the checkpoint `generate --subject` draws with.
+struct TrainedSubject {
+    let store: SubjectStore
+    let subject: Subject
+    let run: TrainingRun
+    let checkpoint: Checkpoint
+
+    func substitute(_ text: String) -> String {
+        text.replacingOccurrences(of: "{token}", with: subject.token).replacingOccurrences(of: "{class}", with: subject.classNoun)
+    }
+
+    func defaultOutput() throws -> String {
+        let dir = store.generationDirectory(subjectID: subject.id!)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let stamp = Int(Date().timeIntervalSince1970 * 1000)
+        return dir.appendingPathComponent("\(stamp).png").path
+    }
+
+    /// Merges a LoRA checkpoint, or loads a full fine-tune's U-Net weights.
+    func apply(to pipeline: StableDiffusionXLPipeline, scale: Float) throws {
+        let path = store.url(forRelativePath: checkpoint.path).path
+        Output.note("using \(subject.name)'s run \(run.id!) checkpoint at step \(checkpoint.step) (\(checkpoint.kind.rawValue))")
+        switch checkpoint.kind {
+        case .lora:
+            do { try pipeline.applyLoRA(path: path, scale: scale) } catch let e as LoRAError { throw CLIError(e.description) }
+        case .full:
+            let sd = try StateDict.load(directory: URL(fileURLWithPath: path), weightName: "diffusion_pytorch_model", variant: nil)
+            let report = try pipeline.unet.load(keys: sd.keys, sd.tensor)
+            guard report.isExact else { throw CLIError("checkpoint \(path) does not fit the base model's U-Net:\n\(report)") }
+        }
+    }
+
+    /// Records an image written inside the data directory in the subject's history.
+    func record(_ p: GenerationParameters, size: (width: Int, height: Int), imagePath: String) throws {
+        guard let relative = try? store.relativePath(of: URL(fileURLWithPath: imagePath)) else {
+            Output.note("not recorded in \(subject.name)'s history: \(imagePath) is outside the data directory")
+            return
+        }
+        _ = try store.addGeneration(Generation(subjectId: subject.id!, runId: run.id, checkpointId: checkpoint.id,
+                                               prompt: p.prompt, negativePrompt: p.negativePrompt ?? "", seed: Int64(bitPattern: p.seed),
+                                               steps: p.steps, scheduler: p.scheduler.rawValue, guidanceScale: Double(p.guidance),
+                                               width: size.width, height: size.height, imagePath: relative))
     }
 }
