@@ -221,6 +221,10 @@ final class LoRATests: XCTestCase {
             let wrongRank = try LoRANetwork(attachingTo: try f.model(), component: "unet", config: other, seed: 9)
             XCTAssertThrowsError(try LoRAFile.load(path, into: [wrongRank])) { XCTAssertTrue("\($0)".contains("rank"), "\($0)") }
         }
+        // tools/reference/check_lora_load.py sets this to load our files with diffusers.
+        if let out = ProcessInfo.processInfo.environment["KOALABOOTH_LORA_EXPORT_DIR"] {
+            for format in LoRAFileFormat.allCases { try LoRAFile.write([net], to: "\(out)/\(format).safetensors", format: format) }
+        }
         let configs = try LoRAFile.configs(dir.appendingPathComponent("diffusers.safetensors").path)
         XCTAssertEqual(configs["unet"]?.rank, net.config.rank)
         XCTAssertEqual(configs["unet"]?.alpha, net.config.alpha)

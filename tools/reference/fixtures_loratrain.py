@@ -70,56 +70,61 @@ def loss_of(model):
     return torch.nn.functional.mse_loss(pred.float(), noise.float(), reduction="mean")
 
 
-entries = {"latents": latents, "noise": noise, "noisy": noisy, "timesteps": timesteps.float(),
-           "encoder_hidden_states": ehs, "text_embeds": text_embeds, "time_ids": time_ids}
+def main():
+    entries = {"latents": latents, "noise": noise, "noisy": noisy, "timesteps": timesteps.float(),
+               "encoder_hidden_states": ehs, "text_embeds": text_embeds, "time_ids": time_ids}
 
-# Full fine-tuning.
-model = base_model()
-for k, v in model.state_dict().items():
-    entries[f"weights.{k}"] = v
-loss = loss_of(model)
-loss.backward()
-entries["full.loss"] = loss.detach().reshape(1)
-for k, p in model.named_parameters():
-    entries[f"full.grad.{k}"] = p.grad
-
-export = {}
-for ci, (name, lcfg) in enumerate(LORA.items()):
+    # Full fine-tuning.
     model = base_model()
-    model.requires_grad_(False)
-    model.add_adapter(LoraConfig(init_lora_weights=True, **lcfg))
-    with torch.no_grad():
-        for k, p in model.named_parameters():
-            if "lora_B" in k:
-                p.copy_(torch.randn(p.shape, generator=gen(1000 * ci + p.numel() + len(k))) * 0.3)
+    for k, v in model.state_dict().items():
+        entries[f"weights.{k}"] = v
     loss = loss_of(model)
     loss.backward()
-    entries[f"{name}.loss"] = loss.detach().reshape(1)
+    entries["full.loss"] = loss.detach().reshape(1)
     for k, p in model.named_parameters():
-        if "lora_" in k:
-            key = k.replace(".default", "")
-            entries[f"{name}.lora.{key}"] = p.detach()
-            entries[f"{name}.grad.{key}"] = p.grad
-        else:
-            assert p.grad is None, k
-    peft_sd = get_peft_model_state_dict(model)
-    with tempfile.TemporaryDirectory() as d:
-        StableDiffusionXLPipeline.save_lora_weights(d, unet_lora_layers=peft_sd,
-                                                    unet_lora_adapter_metadata=model.peft_config["default"].to_dict())
-        with safe_open(os.path.join(d, "pytorch_lora_weights.safetensors"), "pt") as f:
-            diffusers_keys = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-            meta = f.metadata()
-    kohya = convert_state_dict_to_kohya({f"unet.{k}": v for k, v in peft_sd.items()})
-    export[name] = {
-        "diffusers": diffusers_keys,
-        "metadata_format": meta["format"],
-        "lora_adapter_metadata": json.loads(meta["lora_adapter_metadata"]),
-        "kohya": {k: list(v.shape) for k, v in kohya.items()},
-    }
+        entries[f"full.grad.{k}"] = p.grad
 
-os.makedirs(FIXTURES, exist_ok=True)
-path = os.path.join(FIXTURES, "loratrain.safetensors")
-config = {k: v for k, v in base_model().config.items() if not k.startswith("_")}
-save_file({k: v.detach().float().contiguous() for k, v in entries.items()}, path,
-          metadata={"fixture": json.dumps({"config": config, "lora": LORA, "export": export}, sort_keys=True, default=list)})
-print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path) / 1024:.1f} KiB, {len(entries)} tensors)")
+    export = {}
+    for ci, (name, lcfg) in enumerate(LORA.items()):
+        model = base_model()
+        model.requires_grad_(False)
+        model.add_adapter(LoraConfig(init_lora_weights=True, **lcfg))
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if "lora_B" in k:
+                    p.copy_(torch.randn(p.shape, generator=gen(1000 * ci + p.numel() + len(k))) * 0.3)
+        loss = loss_of(model)
+        loss.backward()
+        entries[f"{name}.loss"] = loss.detach().reshape(1)
+        for k, p in model.named_parameters():
+            if "lora_" in k:
+                key = k.replace(".default", "")
+                entries[f"{name}.lora.{key}"] = p.detach()
+                entries[f"{name}.grad.{key}"] = p.grad
+            else:
+                assert p.grad is None, k
+        peft_sd = get_peft_model_state_dict(model)
+        with tempfile.TemporaryDirectory() as d:
+            StableDiffusionXLPipeline.save_lora_weights(d, unet_lora_layers=peft_sd,
+                                                        unet_lora_adapter_metadata=model.peft_config["default"].to_dict())
+            with safe_open(os.path.join(d, "pytorch_lora_weights.safetensors"), "pt") as f:
+                diffusers_keys = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+                meta = f.metadata()
+        kohya = convert_state_dict_to_kohya({f"unet.{k}": v for k, v in peft_sd.items()})
+        export[name] = {
+            "diffusers": diffusers_keys,
+            "metadata_format": meta["format"],
+            "lora_adapter_metadata": json.loads(meta["lora_adapter_metadata"]),
+            "kohya": {k: list(v.shape) for k, v in kohya.items()},
+        }
+
+    os.makedirs(FIXTURES, exist_ok=True)
+    path = os.path.join(FIXTURES, "loratrain.safetensors")
+    config = {k: v for k, v in base_model().config.items() if not k.startswith("_")}
+    save_file({k: v.detach().float().contiguous() for k, v in entries.items()}, path,
+              metadata={"fixture": json.dumps({"config": config, "lora": LORA, "export": export}, sort_keys=True, default=list)})
+    print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path) / 1024:.1f} KiB, {len(entries)} tensors)")
+
+
+if __name__ == "__main__":
+    main()
