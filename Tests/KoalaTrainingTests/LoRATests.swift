@@ -234,4 +234,23 @@ final class LoRATests: XCTestCase {
         let wrongAlpha = try LoRANetwork(attachingTo: try f.model(), component: "unet", config: otherAlpha, seed: 9)
         XCTAssertThrowsError(try LoRAFile.load(dir.appendingPathComponent("kohya.safetensors").path, into: [wrongAlpha]))
     }
+
+    /// Text-encoder adapters carry transformers' module paths under the component name,
+    /// as `StableDiffusionXLPipeline.save_lora_weights(text_encoder_lora_layers=…)` writes.
+    func testTextEncoderKeys() throws {
+        var c = CLIPTextConfig()
+        c.vocabSize = 10; c.hiddenSize = 8; c.intermediateSize = 16; c.numHiddenLayers = 2; c.numAttentionHeads = 2
+        c.maxPositionEmbeddings = 4; c.projectionDim = 4
+        let te2 = CLIPTextModel(config: c, withProjection: true, init: ParameterInitializer(seed: 1))
+        let net = try LoRANetwork(attachingTo: te2, component: "text_encoder_2",
+                                  config: LoRAConfig(rank: 2, alpha: 2, targetModules: LoRAConfig.textEncoderTargets), seed: 0)
+        XCTAssertEqual(net.adapters.count, 8)
+        let keys = LoRAFile.tensors([net], format: .diffusers).keys
+        XCTAssertTrue(keys.contains("text_encoder_2.text_model.encoder.layers.1.self_attn.out_proj.lora_B.weight"), "\(keys.sorted())")
+        XCTAssertTrue(LoRAFile.tensors([net], format: .kohya).keys.contains("lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"))
+        XCTAssertTrue(te2.namedParameters().allSatisfy { !$0.1.requiresGrad })
+        let out = te2([[0, 3, 9, 9]])
+        out.lastHiddenState.sum().backward()
+        XCTAssertTrue(net.parameters.allSatisfy { $0.grad != nil })
+    }
 }
