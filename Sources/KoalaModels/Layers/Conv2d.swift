@@ -19,5 +19,13 @@ public final class Conv2d: Module {
         [("weight", .parameter(weight))] + (bias.map { [("bias", .parameter($0))] } ?? [])
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { x.conv2d(weight, bias, stride: stride, padding: padding) }
+    /// A trainable side path (LoRA) whose output, computed from the layer's input, is
+    /// added to the layer's output; nil for the plain layer. The base weights stay untouched.
+    public var adapter: ((Tensor) -> Tensor)?
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let y = x.conv2d(weight, bias, stride: stride, padding: padding)
+        guard let adapter else { return y }
+        return y + adapter(x)
+    }
 }

@@ -16,5 +16,13 @@ public final class Linear: Module {
         [("weight", .parameter(weight))] + (bias.map { [("bias", .parameter($0))] } ?? [])
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { x.linear(weight, bias) }
+    /// A trainable side path (LoRA) whose output, computed from the layer's input, is
+    /// added to the layer's output; nil for the plain layer. The base weights stay untouched.
+    public var adapter: ((Tensor) -> Tensor)?
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let y = x.linear(weight, bias)
+        guard let adapter else { return y }
+        return y + adapter(x)
+    }
 }
