@@ -47,7 +47,8 @@ extension RandomGenerator: TensorRandomSource {
 /// libm instead of the AVX2 polynomials, so their values differ in the last bits; float16
 /// and bfloat16 `randn` draw the tail uniforms in a different order.
 public struct TorchGenerator: TensorRandomSource, Equatable {
-    private var engine: TorchMT19937
+    /// PyTorch's `at::mt19937` is the standard MT19937, seeded from the low 32 bits.
+    private var engine: RandomGenerator
     /// The second value of the last scalar Box–Muller pair, returned by the next scalar draw.
     private var cachedNormal: Double?
     /// The seed as given (PyTorch's `initial_seed()`); only its low 32 bits seed the engine.
@@ -55,22 +56,22 @@ public struct TorchGenerator: TensorRandomSource, Equatable {
 
     public init(seed: UInt64) {
         self.seed = seed
-        engine = TorchMT19937(seed: UInt32(truncatingIfNeeded: seed))
+        engine = RandomGenerator(seed: UInt64(UInt32(truncatingIfNeeded: seed)))
         cachedNormal = nil
     }
 
     /// One 32-bit draw (PyTorch's `random()`).
-    public mutating func nextUInt32() -> UInt32 { engine.next() }
+    public mutating func nextUInt32() -> UInt32 { engine.nextUInt32() }
 
     /// One 64-bit draw from two 32-bit draws, the first as the high half (PyTorch's `random64()`).
     public mutating func nextUInt64() -> UInt64 {
-        let hi = UInt64(engine.next())
-        return hi << 32 | UInt64(engine.next())
+        let hi = UInt64(engine.nextUInt32())
+        return hi << 32 | UInt64(engine.nextUInt32())
     }
 
     /// Uniform float in [0, 1) from the low 24 bits of one draw.
     public mutating func uniformFloat() -> Float {
-        Float(engine.next() & 0xFF_FFFF) * (1.0 / 16_777_216.0)
+        Float(engine.nextUInt32() & 0xFF_FFFF) * (1.0 / 16_777_216.0)
     }
 
     /// Uniform double in [0, 1) from the low 53 bits of a 64-bit draw.
@@ -214,42 +215,5 @@ public struct TorchGenerator: TensorRandomSource, Equatable {
         if j & 4 != 0 { s = -s }
         if (j &- 2) & 4 == 0 { c = -c }
         return (s, c)
-    }
-}
-
-/// MT19937 as PyTorch's `at::mt19937`: seeded from 32 bits like `std::mt19937`.
-struct TorchMT19937: Sendable, Equatable {
-    private var state: [UInt32]
-    private var index: Int
-
-    init(seed: UInt32) {
-        state = [UInt32](repeating: 0, count: 624)
-        state[0] = seed
-        for i in 1..<624 {
-            let prev = state[i - 1]
-            state[i] = 1_812_433_253 &* (prev ^ (prev >> 30)) &+ UInt32(i)
-        }
-        index = 624
-    }
-
-    mutating func next() -> UInt32 {
-        if index == 624 { regenerate() }
-        var y = state[index]
-        index += 1
-        y ^= y >> 11
-        y ^= (y << 7) & 0x9D2C_5680
-        y ^= (y << 15) & 0xEFC6_0000
-        y ^= y >> 18
-        return y
-    }
-
-    private mutating func regenerate() {
-        state.withUnsafeMutableBufferPointer { s in
-            for i in 0..<624 {
-                let y = (s[i] & 0x8000_0000) | (s[(i + 1) % 624] & 0x7FFF_FFFF)
-                s[i] = s[(i + 397) % 624] ^ (y >> 1) ^ (y & 1 == 0 ? 0 : 0x9908_B0DF)
-            }
-        }
-        index = 0
     }
 }
