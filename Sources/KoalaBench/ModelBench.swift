@@ -31,6 +31,7 @@ enum ModelBench {
                 return {
                     inputs.sample.grad = nil
                     m(inputs).mseLoss(inputs.target).backward()
+                    precondition(inputs.sample.grad != nil, "lora-step: no gradient reached the sample")
                 }
             },
             fullStep("\(unet) full-step", checkpointing: false),
@@ -54,10 +55,12 @@ enum ModelBench {
         BenchCase(name: name, flops: 3 * unetForwardFlops, group: "unet", minTime: 0, maxRuns: 1, isolated: true) {
             let (m, inputs) = unetAndInputs()
             m.gradientCheckpointing = checkpointing
+            m.setRequiresGrad(true)
             let params = m.namedParameters().map(\.1)
             return {
                 for p in params { p.grad = nil }
                 m(inputs).mseLoss(inputs.target).backward()
+                precondition(params.allSatisfy { $0.grad != nil }, "full-step: a weight got no gradient")
             }
         }
     }
