@@ -126,14 +126,18 @@ def unet_case(mode):
         def run():
             sample.grad = None
             F.mse_loss(forward(), target).backward()
+            assert sample.grad is not None
         return run
     unet.train()  # diffusers checkpoints only in training mode
     if mode == "full-step-ckpt":
         unet.enable_gradient_checkpointing()
 
+    params = list(unet.parameters())
+
     def run():
         unet.zero_grad(set_to_none=True)
         F.mse_loss(forward(), target).backward()
+        assert all(p.grad is not None for p in params), "full-step: a weight got no gradient"
     return run
 
 
