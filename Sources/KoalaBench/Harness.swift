@@ -6,15 +6,43 @@ import Foundation
 struct BenchCase {
     let name: String
     let flops: Double?
+    /// Selection group (see main.swift's usage): a filter equal to a group name runs
+    /// that group; cases outside `Harness.defaultGroups` run only when asked for.
+    var group = "kernels"
+    /// One untimed run first (page faults, allocator growth, lazy set-up).
+    var warmup = true
+    /// Timed runs continue until `minTime` seconds have passed or `maxRuns` are done;
+    /// the median is reported. Model cases take seconds to minutes a run: one run.
+    var minTime = 1.0
+    var maxRuns = 10
+    /// Run in a child process of its own, so its peak RSS (ru_maxrss) is the case's and
+    /// a model's memory is returned before the next case.
+    var isolated = false
     let prepare: () -> () -> Void
+
+    init(name: String, flops: Double?, group: String = "kernels", warmup: Bool = true, minTime: Double = 1.0,
+         maxRuns: Int = 10, isolated: Bool = false, prepare: @escaping () -> () -> Void) {
+        self.name = name; self.flops = flops; self.group = group; self.warmup = warmup
+        self.minTime = minTime; self.maxRuns = maxRuns; self.isolated = isolated; self.prepare = prepare
+    }
 }
 
 struct BenchResult: Codable {
     let name: String
     let seconds: Double
     let gflops: Double?
-    let torchSeconds: Double?
+    /// Peak resident memory of the process that ran the case (isolated cases only).
+    var peakRSSMiB: Double?
+    var torchSeconds: Double?
+    var torchPeakRSSMiB: Double?
     var ratio: Double? { torchSeconds.map { seconds / $0 } }
+}
+
+/// What a child process (`KoalaBench --case NAME`, `torch_ops.py --isolated NAME`)
+/// prints: one case's time and its process's peak RSS.
+struct IsolatedResult: Codable {
+    let seconds: Double
+    let peakRSSMiB: Double
 }
 
 func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
@@ -22,10 +50,33 @@ func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
     return right ? fill + s : s + fill
 }
 
+/// ru_maxrss of this process in MiB (Linux reports KiB).
+func peakRSSMiB() -> Double {
+    var u = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+    return Double(u.ru_maxrss) / 1024
+}
+
+/// The repository root (for tools/bench and the .build-bench cache), from this file's path.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+
 enum Harness {
-    /// Median of runs after one warm-up, running until `minTime` seconds or `maxRuns`.
-    static func time(_ body: () -> Void, minTime: Double = 1.0, maxRuns: Int = 10) -> Double {
-        body()
+    /// Groups that run when no filter is given.
+    static let defaultGroups: Set<String> = ["kernels", "tiny"]
+
+    /// The cases a command-line filter selects: none → the default groups; a group name
+    /// (or `all`) → that group; anything else → every case whose name contains it.
+    static func select(_ cases: [BenchCase], filter: String?) -> [BenchCase] {
+        guard let filter else { return cases.filter { defaultGroups.contains($0.group) } }
+        if filter == "all" { return cases }
+        if cases.contains(where: { $0.group == filter }) { return cases.filter { $0.group == filter } }
+        return cases.filter { $0.name.contains(filter) }
+    }
+
+    /// Median of the timed runs (see `BenchCase` for warm-up, `minTime`, `maxRuns`).
+    static func time(_ body: () -> Void, warmup: Bool = true, minTime: Double = 1.0, maxRuns: Int = 10) -> Double {
+        if warmup { body() }
         var samples: [Double] = []
         let start = DispatchTime.now().uptimeNanoseconds
         repeat {
@@ -37,45 +88,113 @@ enum Harness {
         return samples[samples.count / 2]
     }
 
-    /// Times the same cases in PyTorch (tools/bench/torch_ops.py), or explains why not.
-    static func torchTimes(_ names: [String]) -> [String: Double] {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("tools/bench/torch_ops.py").path
+    static func time(_ c: BenchCase) -> Double {
+        time(c.prepare(), warmup: c.warmup, minTime: c.minTime, maxRuns: c.maxRuns)
+    }
+
+    /// Runs `executable arguments`, returning its standard output (stderr passes through
+    /// so progress shows) or nil with a reason when it fails.
+    static func capture(_ executable: String, _ arguments: [String]) -> (Data?, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        do { try p.run() } catch { return (nil, "cannot run \(executable): \(error)") }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            return (nil, "\(executable) \(arguments.joined(separator: " ")) exited with status \(p.terminationStatus)")
+        }
+        return (data, "")
+    }
+
+    /// This case in a child KoalaBench (`--case NAME`), so ru_maxrss is per case.
+    static func runIsolated(_ c: BenchCase) -> BenchResult? {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let (data, why) = capture(me, ["--case", c.name])
+        guard let data, let r = try? JSONDecoder().decode(IsolatedResult.self, from: data) else {
+            FileHandle.standardError.write(Data("  \(c.name): failed (\(why))\n".utf8))
+            return nil
+        }
+        return BenchResult(name: c.name, seconds: r.seconds, gflops: c.flops.map { $0 / r.seconds / 1e9 }, peakRSSMiB: r.peakRSSMiB)
+    }
+
+    /// Child side of `runIsolated`: times one case and prints an `IsolatedResult`.
+    static func runChild(_ cases: [BenchCase], name: String) {
+        guard let c = cases.first(where: { $0.name == name }) else {
+            FileHandle.standardError.write(Data("no benchmark named \"\(name)\"\n".utf8))
+            exit(2)
+        }
+        let s = time(c)
+        print(String(decoding: try! JSONEncoder().encode(IsolatedResult(seconds: s, peakRSSMiB: peakRSSMiB())), as: UTF8.self))
+    }
+
+    static var python: String? {
         let env = ProcessInfo.processInfo.environment
         let candidates = [env["KB_PYTHON"], env["HOME"].map { "\($0)/.cache/koalabooth-refenv/bin/python" }, "/usr/bin/python3"]
-        guard let python = candidates.compactMap({ $0 }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        return candidates.compactMap { $0 }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    static let torchScript = repositoryRoot.appendingPathComponent("tools/bench/torch_ops.py").path
+
+    /// Times the shared (non-isolated) cases in PyTorch in one process, or explains why not.
+    static func torchTimes(_ names: [String]) -> [String: Double] {
+        guard !names.isEmpty else { return [:] }
+        guard let python else {
             print("PyTorch comparison skipped: no python found (set KB_PYTHON)")
             return [:]
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = [script] + names
-        let out = Pipe()
-        p.standardOutput = out
-        do { try p.run() } catch {
-            print("PyTorch comparison skipped: cannot run \(python): \(error)")
-            return [:]
-        }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0, let json = try? JSONSerialization.jsonObject(with: data) as? [String: Double] else {
-            print("PyTorch comparison skipped: \(python) has no torch (install it: just fixtures makes the reference environment)")
+        let (data, why) = capture(python, [torchScript] + names)
+        guard let data, let json = try? JSONSerialization.jsonObject(with: data) as? [String: Double] else {
+            print("PyTorch comparison skipped: \(why.isEmpty ? "\(python) has no torch (install it: just fixtures makes the reference environment)" : why)")
             return [:]
         }
         return json
     }
 
-    static func run(_ cases: [BenchCase], filter: String?, json: Bool) {
-        let selected = cases.filter { c in filter.map { c.name.contains($0) } ?? true }
-        var results: [BenchResult] = []
-        for c in selected {
-            let body = c.prepare()
-            let s = time(body)
-            results.append(BenchResult(name: c.name, seconds: s, gflops: c.flops.map { $0 / s / 1e9 }, torchSeconds: nil))
-            if !json { print("  " + pad(c.name, 44) + String(format: "%9.4f s", s)) }
+    /// One isolated case in its own PyTorch process, with the same run settings.
+    static func torchIsolated(_ c: BenchCase) -> IsolatedResult? {
+        guard let python else { return nil }
+        let (data, why) = capture(python, [torchScript, "--isolated", "--warmup", c.warmup ? "1" : "0",
+                                           "--min-time", "\(c.minTime)", "--max-runs", "\(c.maxRuns)", c.name])
+        guard let data else {
+            FileHandle.standardError.write(Data("  PyTorch \(c.name): failed (\(why))\n".utf8))
+            return nil
         }
-        let torch = torchTimes(selected.map(\.name))
-        results = results.map { BenchResult(name: $0.name, seconds: $0.seconds, gflops: $0.gflops, torchSeconds: torch[$0.name]) }
+        return try? JSONDecoder().decode(IsolatedResult.self, from: data)
+    }
+
+    static func run(_ cases: [BenchCase], filter: String?, json: Bool) {
+        let selected = select(cases, filter: filter)
+        if selected.isEmpty { print("no benchmark matches \"\(filter ?? "")\" (try --help)") }
+        var results: [BenchResult] = []
+        func show(_ who: String, _ name: String, _ s: Double, _ rss: Double?) {
+            guard !json else { return }
+            // Unbuffered: model cases take minutes, so show each line as it comes.
+            let line = "  " + pad(who, 11) + pad(name, 44) + String(format: "%9.4f s", s)
+                + (rss.map { String(format: "  peak RSS %.0f MiB", $0) } ?? "")
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        }
+        for c in selected.filter({ !$0.isolated }) {
+            let s = time(c)
+            results.append(BenchResult(name: c.name, seconds: s, gflops: c.flops.map { $0 / s / 1e9 }))
+            show("KoalaBooth", c.name, s, nil)
+        }
+        let torch = torchTimes(selected.filter { !$0.isolated }.map(\.name))
+        for i in results.indices { results[i].torchSeconds = torch[results[i].name] }
+        // Model cases: KoalaBooth then PyTorch, each in a fresh process, one case at a time
+        // (so the two never compete for the cores or memory).
+        for c in selected where c.isolated {
+            guard var r = runIsolated(c) else { continue }
+            show("KoalaBooth", c.name, r.seconds, r.peakRSSMiB)
+            if let t = torchIsolated(c) {
+                r.torchSeconds = t.seconds
+                r.torchPeakRSSMiB = t.peakRSSMiB
+                show("PyTorch", c.name, t.seconds, t.peakRSSMiB)
+            }
+            results.append(r)
+        }
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -83,16 +202,22 @@ enum Harness {
             return
         }
         print("")
-        print(pad("benchmark", 44) + ["KoalaBooth", "GFLOP/s", "PyTorch", "GFLOP/s", "ratio"].map { pad($0, 11, right: true) }.joined())
+        let headers = ["KoalaBooth", "GFLOP/s", "PyTorch", "GFLOP/s", "ratio", "RSS MiB", "torch RSS"]
+        print(pad("benchmark", 44) + headers.map { pad($0, 11, right: true) }.joined())
         for r in results {
             let cflops = selected.first { $0.name == r.name }?.flops
             var tg = "-"
             if let t = r.torchSeconds, let f = cflops { tg = String(format: "%.1f", f / t / 1e9) }
             let cells = [String(format: "%.4fs", r.seconds), r.gflops.map { String(format: "%.1f", $0) } ?? "-",
                          r.torchSeconds.map { String(format: "%.4fs", $0) } ?? "-", tg,
-                         r.ratio.map { String(format: "%.2fx", $0) } ?? "-"]
+                         r.ratio.map { String(format: "%.2fx", $0) } ?? "-",
+                         r.peakRSSMiB.map { String(format: "%.0f", $0) } ?? "-",
+                         r.torchPeakRSSMiB.map { String(format: "%.0f", $0) } ?? "-"]
             print(pad(r.name, 44) + cells.map { pad($0, 11, right: true) }.joined())
         }
         print("ratio = KoalaBooth time / PyTorch time (lower is better; < 1 means KoalaBooth is faster)")
+        if results.contains(where: { $0.peakRSSMiB != nil }) {
+            print("RSS = peak resident memory of the child process that ran the case (model and inputs included)")
+        }
     }
 }

@@ -1,10 +1,38 @@
 import Foundation
 import KoalaTensor
 
-// `just bench [--json] [FILTER]`: times tensor-engine kernels (release build) beside
-// the same work in PyTorch on this machine.
+let usage = """
+    usage: KoalaBench [--json] [FILTER]     (`just bench [--json] [FILTER]`)
+
+    Times KoalaBooth (release build) beside the same work in PyTorch/diffusers on this
+    CPU with the same thread count, in the same run, and prints the ratio.
+
+    FILTER:
+      (none)   tensor kernels (sgemm, conv2d, attention) and the tiny-pipeline generate
+      unet     KOALA-700M U-Net at 512 px: forward, frozen-base (LoRA) step, full training
+               step with and without gradient checkpointing (tens of seconds each, ~10 GB+)
+      koala    text-to-image with the KOALA-700M pipeline, 512 px, 25 steps (minutes; the
+               first run writes a ~3 GB fp16 pipeline to .build-bench/koala-700m-fp16)
+      kernels, tiny, all   that group / every case
+      TEXT     any case whose name contains TEXT, e.g. "full-step", "sgemm"
+
+    Model cases run in a child process each (KoalaBench --case NAME, and
+    tools/bench/torch_ops.py --isolated NAME), so the reported peak RSS is that case's
+    process: weights, activations and, for PyTorch, the torch runtime.
+    Set KB_PYTHON to choose the Python that has torch and diffusers.
+    """
+
 var args = Array(CommandLine.arguments.dropFirst())
+if args.contains("--help") || args.contains("-h") {
+    print(usage)
+    exit(0)
+}
+let cases = GemmBench.cases + ConvBench.cases + AttentionBench.cases + ModelBench.cases
+if let i = args.firstIndex(of: "--case"), i + 1 < args.count {
+    Harness.runChild(cases, name: args[i + 1])
+    exit(0)
+}
 let json = args.contains("--json")
 args.removeAll { $0 == "--json" }
-if !json { print("KoalaBooth benchmarks — \(Parallel.threads) threads, OpenBLAS \(BLAS.threads) threads") }
-Harness.run(GemmBench.cases + ConvBench.cases + AttentionBench.cases, filter: args.first, json: json)
+if !json { FileHandle.standardOutput.write(Data("KoalaBooth benchmarks — \(Parallel.threads) threads, OpenBLAS \(BLAS.threads) threads\n".utf8)) }
+Harness.run(cases, filter: args.first, json: json)

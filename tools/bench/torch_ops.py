@@ -1,10 +1,16 @@
-"""Times tensor-engine benchmark cases in PyTorch on this CPU for `just bench`.
+"""Times KoalaBench's cases in PyTorch/diffusers on this CPU for `just bench`.
 
-Usage: torch_ops.py NAME... ; prints {name: median seconds} as JSON for the names it
-knows. Exits 3 when torch is not installed. Same thread count as KoalaBooth (all cores).
+Usage:
+  torch_ops.py NAME...   prints {name: median seconds} as JSON for the names it knows.
+  torch_ops.py --isolated [--warmup 0|1] [--min-time S] [--max-runs N] NAME
+                         times one case (a model case, run in a process of its own) and
+                         prints {"seconds": median, "peakRSSMiB": this process's ru_maxrss}.
+Exits 3 when torch is not installed. Same thread count as KoalaBooth (all cores).
 """
+import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -18,8 +24,9 @@ except ImportError:
 torch.set_num_threads(os.cpu_count())
 
 
-def timed(fn, min_time=1.0, max_runs=10):
-    fn()
+def timed(fn, min_time=1.0, max_runs=10, warmup=True):
+    if warmup:
+        fn()
     samples = []
     start = time.perf_counter()
     while len(samples) < max_runs and (not samples or time.perf_counter() - start < min_time):
@@ -67,6 +74,96 @@ def attention(backward):
     return run
 
 
+# KoalaBooth's UNet2DConditionConfig.koala700M (Sources/KoalaModels/UNet/UNet2DConditionConfig.swift).
+KOALA_700M = dict(
+    sample_size=128,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    mid_block_type=None,
+    block_out_channels=(320, 640, 1280),
+    layers_per_block=1,
+    transformer_layers_per_block=(1, 2, 5),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+KOALA_700M_PARAMS = 782_822_724
+
+
+def unet_case(mode):
+    """KOALA-700M U-Net, 512 px, batch 1: `forward` (no_grad), `lora-step` (frozen
+    weights, gradient to the sample only), `full-step` / `full-step-ckpt` (every weight
+    trainable, MSE loss backward, no optimizer)."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(**KOALA_700M)
+    n = sum(p.numel() for p in unet.parameters())
+    assert n == KOALA_700M_PARAMS, f"KOALA-700M config drifted: {n} parameters"
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, 64, 64, generator=g)
+    ehs = torch.randn(1, 77, 2048, generator=g)
+    cond = {"text_embeds": torch.randn(1, 1280, generator=g),
+            "time_ids": torch.tensor([[512.0, 512, 0, 0, 512, 512]])}
+    target = torch.randn(1, 4, 64, 64, generator=g)
+
+    def forward():
+        return unet(sample, 500, encoder_hidden_states=ehs, added_cond_kwargs=cond).sample
+
+    if mode == "forward":
+        unet.requires_grad_(False)
+
+        def run():
+            with torch.no_grad():
+                forward()
+        return run
+    if mode == "lora-step":
+        unet.requires_grad_(False)
+        sample.requires_grad_(True)
+
+        def run():
+            sample.grad = None
+            F.mse_loss(forward(), target).backward()
+            assert sample.grad is not None
+        return run
+    unet.train()  # diffusers checkpoints only in training mode
+    if mode == "full-step-ckpt":
+        unet.enable_gradient_checkpointing()
+
+    params = list(unet.parameters())
+
+    def run():
+        unet.zero_grad(set_to_none=True)
+        F.mse_loss(forward(), target).backward()
+        assert all(p.grad is not None for p in params), "full-step: a weight got no gradient"
+    return run
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def generate_case(folder, variant, size):
+    """Text-to-image with the pipeline KoalaBench wrote under .build-bench (it creates
+    the folder before this runs): DPM-Solver++, 25 steps, guidance 7.5, VAE decode."""
+    import diffusers
+    import transformers
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    path = os.path.join(ROOT, ".build-bench", folder)
+    pipe = StableDiffusionXLPipeline.from_pretrained(path, dtype=torch.float32, variant=variant)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run():
+        pipe("a photo of a koala", num_inference_steps=25, guidance_scale=7.5, width=size, height=size,
+             generator=torch.Generator().manual_seed(0), output_type="np")
+    return run
+
+
 CASES = {
     "sgemm 2048x2048x2048": lambda: sgemm(2048),
     "sgemm 4096x4096x4096": lambda: sgemm(4096),
@@ -74,9 +171,29 @@ CASES = {
     "conv2d 3x3 320ch 128x128 backward": lambda: conv(True),
     "attention 4096 tok 10x64 forward": lambda: attention(False),
     "attention 4096 tok 10x64 backward": lambda: attention(True),
+    "unet koala-700m 512 forward": lambda: unet_case("forward"),
+    "unet koala-700m 512 lora-step": lambda: unet_case("lora-step"),
+    "unet koala-700m 512 full-step": lambda: unet_case("full-step"),
+    "unet koala-700m 512 full-step checkpointed": lambda: unet_case("full-step-ckpt"),
+    "generate tiny 64px 25 steps cfg": lambda: generate_case("tiny", None, 64),
+    "generate koala-700m 512 25 steps cfg": lambda: generate_case("koala-700m-fp16", "fp16", 512),
 }
 
 if __name__ == "__main__":
+    if "--isolated" in sys.argv:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--isolated", action="store_true")
+        ap.add_argument("--warmup", type=int, default=1)
+        ap.add_argument("--min-time", type=float, default=1.0)
+        ap.add_argument("--max-runs", type=int, default=10)
+        ap.add_argument("name")
+        a = ap.parse_args()
+        if a.name not in CASES:
+            print(f"no PyTorch case named {a.name!r}", file=sys.stderr)
+            sys.exit(2)
+        s = timed(CASES[a.name](), a.min_time, a.max_runs, bool(a.warmup))
+        print(json.dumps({"seconds": s, "peakRSSMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        sys.exit(0)
     result = {}
     for name in sys.argv[1:]:
         if name in CASES:
