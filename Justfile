@@ -54,7 +54,7 @@ demo: build
     echo "data dir:   $KOALABOOTH_HOME (subjects, photos, database)"
     echo "images:     out/demo-1.png out/demo-2.png (noise: the tiny model's weights are random)"
 
-# Benchmarks (release build) beside PyTorch on this machine when torch is installed.
+# Benchmarks (release build) beside PyTorch in the same run: no args = kernels + tiny generate; `unet`, `koala`, `all` or a name filter; `--json`.
 bench *args: setup
     swift build -c release --product KoalaBench
     "$(swift build -c release --show-bin-path)/KoalaBench" {{args}}
