@@ -44,3 +44,18 @@ enum CLI {
 }
 
 final class CLIMarker {}
+
+private let tinyModelRoot = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-cli-tiny-\(getpid())")
+
+extension CLI {
+    /// `model init --preset tiny --seed 0`, made once per test process and shared
+    /// read-only by the tests that generate with it (the fixtures use the same seed).
+    static let tinyModel: String = {
+        let out = tinyModelRoot.appendingPathComponent("tiny").path
+        try! FileManager.default.createDirectory(at: tinyModelRoot, withIntermediateDirectories: true)
+        let r = try! CLI.run(["model", "init", "--preset", "tiny", "--seed", "0", "--out", out])
+        precondition(r.status == 0, r.stderr)
+        atexit { try? FileManager.default.removeItem(at: tinyModelRoot) }
+        return out
+    }()
+}

@@ -7,21 +7,8 @@ import XCTest
 /// `koalabooth generate --lora` through the executable, against diffusers'
 /// `load_lora_weights` image (Tests/Fixtures/lora.safetensors, tools/reference/fixtures_lora.py).
 final class LoRAGenerateTests: XCTestCase {
-    nonisolated(unsafe) static var root: URL!
-    static var model: String { root.appendingPathComponent("tiny").path }
+    static var model: String { CLI.tinyModel }
     var dir: URL!
-
-    override class func setUp() {
-        super.setUp()
-        root = try! CLI.temporaryDirectory()
-        let r = try! CLI.run(["model", "init", "--preset", "tiny", "--seed", "0", "--out", model])
-        precondition(r.status == 0, r.stderr)
-    }
-
-    override class func tearDown() {
-        try? FileManager.default.removeItem(at: root)
-        super.tearDown()
-    }
 
     override func setUpWithError() throws { dir = try CLI.temporaryDirectory() }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }

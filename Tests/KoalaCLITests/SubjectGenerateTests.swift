@@ -9,12 +9,11 @@ import XCTest
 final class SubjectGenerateTests: XCTestCase {
     var dir: URL!
     var home: URL { dir.appendingPathComponent("home") }
-    var model: String { dir.appendingPathComponent("tiny").path }
+    var model: String { CLI.tinyModel }
     var env: [String: String] { ["KOALABOOTH_HOME": home.path] }
 
     override func setUpWithError() throws {
         dir = try CLI.temporaryDirectory()
-        XCTAssertEqual(try CLI.run(["model", "init", "--preset", "tiny", "--seed", "0", "--out", model]).status, 0)
         let photos = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("subjects/robot-toy")
         let jpgs = try FileManager.default.contentsOfDirectory(atPath: photos.path).filter { $0.hasSuffix(".jpg") }.sorted()
