@@ -90,6 +90,7 @@ struct TrainCommand: ParsableCommand {
             let trainer = try DreamBoothTrainer(recipe: recipe, modelPath: run.baseModelPath, images: images,
                                                 instancePrompt: recipe.data.instancePrompt(token: subject.token, className: subject.classNoun))
             for note in trainer.notes { Output.warn(note) }
+            print(String(format: "eval loss %.6f (before)", trainer.evaluationLoss()))
             let began = Date()
             try trainer.train(directory: runDir, resumeFrom: resumeState, progress: { p in
                 print(String(format: "step %d/%d loss %.6f (smoothed %.6f) lr %.3g s/step %.3f",
@@ -105,6 +106,7 @@ struct TrainCommand: ParsableCommand {
                 _ = try store.addCheckpoint(runID: run.id!, step: files.step, kind: .lora, file: files.primaryLoRA)
                 print("checkpoint step \(files.step): \(files.primaryLoRA.path)")
             })
+            print(String(format: "eval loss %.6f (after)", trainer.evaluationLoss()))
             run.status = .finished
             run.finishedAt = Date()
             run.updatedAt = Date()

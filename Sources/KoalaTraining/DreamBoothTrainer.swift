@@ -215,6 +215,29 @@ public final class DreamBoothTrainer {
         return pred.mseLoss(target)
     }
 
+    /// The mean loss over every photo at a fixed spread of timesteps with fixed noise
+    /// (latent means, dropout off): a low-variance measure of progress, unlike the
+    /// per-step loss, whose random timesteps make it jump.
+    public func evaluationLoss(timestepsPerImage: Int = 4) -> Double {
+        noGrad {
+            let wasTraining = lora.training
+            lora.training = false
+            defer { lora.training = wasTraining }
+            var g = RandomGenerator(seed: 0xE7A1)
+            let n = noiseSchedule.numTrainTimesteps
+            var total = 0.0, count = 0
+            for (i, (mean, _)) in latents.enumerated() {
+                let ts = (0..<timestepsPerImage).map { k in (2 * k + 1) * n / (2 * timestepsPerImage) }
+                let x = Tensor.cat(Array(repeating: mean, count: ts.count), dim: 0)
+                let m = MicroBatch(latents: x, noise: Tensor.randn(x.shape, generator: &g), timesteps: ts,
+                                   timeIds: Tensor.cat(Array(repeating: timeIds[i], count: ts.count), dim: 0), dropoutSeed: 0)
+                total += Double(loss(m).item)
+                count += 1
+            }
+            return total / Double(max(count, 1))
+        }
+    }
+
     /// Runs the optimizer loop to `train.max_steps`, writing checkpoints into `directory`.
     ///
     /// - Parameters:

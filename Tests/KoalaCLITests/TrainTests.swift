@@ -34,14 +34,15 @@ final class TrainTests: XCTestCase {
     }
 
     func testTrainingLowersTheLossAndGenerateUsesTheCheckpoint() throws {
-        let r = try CLI.run(["train", "robo", "--recipe", recipe, "--model", model, "--max-steps", "20", "--learning-rate", "3e-3",
+        let r = try CLI.run(["train", "robo", "--recipe", recipe, "--model", model, "--max-steps", "20", "--learning-rate", "3e-2",
                              "--seed", "1"], environment: env)
         XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
         let losses = Self.losses(r.stdout)
         XCTAssertEqual(losses.count, 20, r.stdout)
-        // Per-step losses are noisy (random timesteps); compare averages of the two ends.
-        let first = losses.prefix(5).reduce(0, +) / 5, last = losses.suffix(5).reduce(0, +) / 5
-        XCTAssertLessThan(last, first, "loss should fall: \(losses)")
+        // Per-step losses jump with their random timesteps; the fixed evaluation set does not.
+        let eval = r.stdout.split(separator: "\n").filter { $0.hasPrefix("eval loss ") }.compactMap { Double($0.split(separator: " ")[2]) }
+        XCTAssertEqual(eval.count, 2, r.stdout)
+        XCTAssertLessThan(eval[1], eval[0] * 0.97, "the loss should fall: \(r.stdout)")
         XCTAssertTrue(r.stdout.contains("peak-rss"), r.stdout)
 
         let store = try SubjectStore(home: home)
@@ -62,7 +63,7 @@ final class TrainTests: XCTestCase {
 
     func testResumeContinuesToTheSameResult() throws {
         // Run A: 20 steps straight. Run B: 10 steps, then resumed to 20 with --resume.
-        let base = ["--recipe", recipe, "--model", model, "--learning-rate", "3e-3", "--seed", "1"]
+        let base = ["--recipe", recipe, "--model", model, "--learning-rate", "3e-2", "--seed", "1"]
         let a = try CLI.run(["train", "robo"] + base + ["--max-steps", "20"], environment: env)
         XCTAssertEqual(a.status, 0, a.stderr)
         let store = try SubjectStore(home: home)
