@@ -61,36 +61,43 @@ final class TrainTests: XCTestCase {
         XCTAssertEqual(try store.generations(subjectID: subject.id!).first?.runId, run.id)
     }
 
-    func testResumeContinuesToTheSameResult() throws {
-        // Run A: 20 steps straight. Run B: 10 steps, then resumed to 20 with --resume.
-        let base = ["--recipe", recipe, "--model", model, "--learning-rate", "3e-2", "--seed", "1"]
-        let a = try CLI.run(["train", "robo"] + base + ["--max-steps", "20"], environment: env)
+    func testKilledRunResumesToTheSameResult() throws {
+        let base = ["--recipe", recipe, "--model", model, "--learning-rate", "3e-2", "--seed", "1", "--max-steps", "20"]
+        let a = try CLI.run(["train", "robo"] + base, environment: env)
         XCTAssertEqual(a.status, 0, a.stderr)
         let store = try SubjectStore(home: home)
         let subject = try XCTUnwrap(store.subject(named: "robo"))
-        // Simulate a kill after the step-10 checkpoint: a second run whose record says running.
-        var b = try store.createRun(TrainingRun(subjectId: subject.id!, status: .running, baseModelPath: model,
-                                                baseModelFingerprint: "x",
-                                                recipe: try XCTUnwrap(store.runs(subjectID: subject.id!).first).recipe,
-                                                totalSteps: 20))
-        let aDir = store.runDirectory(subjectID: subject.id!, runID: try XCTUnwrap(store.runs(subjectID: subject.id!).first { $0.id != b.id }).id!)
-        let bDir = store.runDirectory(subjectID: subject.id!, runID: b.id!)
-        try FileManager.default.createDirectory(at: bDir, withIntermediateDirectories: true)
-        for f in ["lora-step000010.safetensors", "optimizer-step000010.safetensors", "state-step000010.json"] {
-            try FileManager.default.copyItem(at: aDir.appendingPathComponent(f), to: bDir.appendingPathComponent(f))
+        let aRun = try XCTUnwrap(store.runs(subjectID: subject.id!).first)
+
+        // The same run again, killed (SIGKILL, no chance to clean up) once its step-10 checkpoint exists.
+        let p = Process()
+        p.executableURL = CLI.executable
+        p.arguments = ["train", "robo"] + base
+        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let bID = aRun.id! + 1
+        let bDir = store.runDirectory(subjectID: subject.id!, runID: bID)
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: bDir.appendingPathComponent("state-step000010.json").path) && p.isRunning && Date() < deadline {
+            usleep(20_000)
         }
-        b.stepsDone = 10
-        try store.updateRun(b)
+        XCTAssertTrue(p.isRunning, "the run ended before it could be killed")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertEqual(try store.run(id: bID)?.status, .running, "a killed run cannot record its end")
+
         let r = try CLI.run(["train", "robo", "--resume"], environment: env)
         XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
-        XCTAssertTrue(r.stdout.contains("resuming run \(b.id!) from step 10"), r.stdout)
-        let resumedLosses = Self.losses(r.stdout)
-        XCTAssertEqual(resumedLosses.count, 10)
-        XCTAssertEqual(resumedLosses, Array(Self.losses(a.stdout).suffix(10)), "resumed steps must repeat the uninterrupted run")
-        let aFinal = try Data(contentsOf: aDir.appendingPathComponent("lora-step000020.safetensors"))
-        let bFinal = try Data(contentsOf: bDir.appendingPathComponent("lora-step000020.safetensors"))
-        XCTAssertEqual(aFinal, bFinal)
-        XCTAssertEqual(try store.run(id: b.id!)?.status, .finished)
+        XCTAssertTrue(r.stdout.contains("resuming run \(bID) from step 10"), r.stdout)
+        XCTAssertEqual(Self.losses(r.stdout), Array(Self.losses(a.stdout).suffix(10)))
+        let aDir = store.runDirectory(subjectID: subject.id!, runID: aRun.id!)
+        XCTAssertEqual(try Data(contentsOf: aDir.appendingPathComponent("lora-step000020.safetensors")),
+                       try Data(contentsOf: bDir.appendingPathComponent("lora-step000020.safetensors")))
+        let b = try XCTUnwrap(store.run(id: bID))
+        XCTAssertEqual(b.status, .finished)
+        XCTAssertEqual(b.stepsDone, 20)
     }
 
     func testErrorsAreClearAndLeaveNoRunningRun() throws {
