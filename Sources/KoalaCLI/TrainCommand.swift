@@ -92,6 +92,7 @@ struct TrainCommand: ParsableCommand {
             for note in trainer.notes { Output.warn(note) }
             print(String(format: "eval loss %.6f (before)", trainer.evaluationLoss()))
             let began = Date()
+            let stop = StopRequest.installed()
             try trainer.train(directory: runDir, resumeFrom: resumeState, progress: { p in
                 print(String(format: "step %d/%d loss %.6f (smoothed %.6f) lr %.3g s/step %.3f",
                              p.step, p.totalSteps, p.loss, p.smoothedLoss, p.learningRate, p.secondsPerStep)
@@ -105,7 +106,7 @@ struct TrainCommand: ParsableCommand {
             }, checkpointSaved: { files in
                 _ = try store.addCheckpoint(runID: run.id!, step: files.step, kind: .lora, file: files.primaryLoRA)
                 print("checkpoint step \(files.step): \(files.primaryLoRA.path)")
-            })
+            }, shouldStop: { stop.requested })
             print(String(format: "eval loss %.6f (after)", trainer.evaluationLoss()))
             run.status = .finished
             run.finishedAt = Date()
@@ -113,6 +114,13 @@ struct TrainCommand: ParsableCommand {
             run.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(began)
             try store.updateRun(run)
             print("run \(run.id!) finished: \(run.stepsDone) steps in \(Output.duration(run.elapsedSeconds))")
+        } catch let e as TrainingInterrupted {
+            run.status = .interrupted
+            run.errorMessage = "\(e)"
+            run.updatedAt = Date()
+            try? store.updateRun(run)
+            Output.note("run \(run.id!) interrupted after step \(e.step) (checkpoint saved); continue with `koalabooth train \(name) --resume`")
+            throw ExitCode(130)
         } catch {
             run.status = .failed
             run.errorMessage = "\(error)"
@@ -185,6 +193,31 @@ struct TrainCommand: ParsableCommand {
     }
 
     static func megabytes(_ bytes: Int) -> String { String(format: "%.0fMB", Double(bytes) / 1_048_576) }
+}
+
+/// Set by SIGINT/SIGTERM so the training loop stops at the next step boundary with a
+/// checkpoint instead of dying mid-step.
+final class StopRequest: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    private var sources: [DispatchSourceSignal] = []
+
+    var requested: Bool { lock.lock(); defer { lock.unlock() }; return flag }
+
+    static func installed() -> StopRequest {
+        let r = StopRequest()
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [r] in
+                r.lock.lock(); r.flag = true; r.lock.unlock()
+                Output.note("stopping after this step (interrupt again to wait; kill -9 to abort)")
+            }
+            source.resume()
+            r.sources.append(source)
+        }
+        return r
+    }
 }
 
 /// SplitMix64, for the random crops drawn once per run.

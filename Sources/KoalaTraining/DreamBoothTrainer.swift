@@ -78,6 +78,12 @@ public struct TrainingCheckpointState: Codable, Sendable, Equatable {
 }
 
 /// A DreamBooth recipe or input this trainer cannot run.
+/// Thrown by `train` when `shouldStop` asked it to stop; a checkpoint of `step` was saved.
+public struct TrainingInterrupted: Error, CustomStringConvertible {
+    public let step: Int
+    public var description: String { "training interrupted after step \(step)" }
+}
+
 public struct TrainingError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
@@ -245,11 +251,14 @@ public final class DreamBoothTrainer {
     ///     its adapters, optimizer state and random streams.
     ///   - progress: called after every `train.log_every`-th step and the last one.
     ///   - checkpointSaved: called after each checkpoint is written (to record it).
+    ///   - shouldStop: polled after every step; when true, a checkpoint of that step is
+    ///     saved and `TrainingInterrupted` thrown.
     /// - Returns: the state of the last checkpoint.
     @discardableResult
     public func train(directory: URL, resumeFrom: URL? = nil,
                       progress: (TrainingProgress) throws -> Void = { _ in },
-                      checkpointSaved: (TrainingCheckpointFiles) throws -> Void = { _ in }) throws -> TrainingCheckpointState {
+                      checkpointSaved: (TrainingCheckpointFiles) throws -> Void = { _ in },
+                      shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
         let total = recipe.train.maxSteps
         let accumulation = recipe.train.gradientAccumulation
         let params = lora.parameters
@@ -314,7 +323,8 @@ public final class DreamBoothTrainer {
                                               secondsPerStep: perStep, etaSeconds: perStep * Double(total - step),
                                               peakRSSBytes: Self.peakRSSBytes()))
             }
-            if step == total || (recipe.checkpoint.every > 0 && step % recipe.checkpoint.every == 0) {
+            let stopping = step < total && shouldStop()
+            if stopping || step == total || (recipe.checkpoint.every > 0 && step % recipe.checkpoint.every == 0) {
                 let state = TrainingCheckpointState(
                     step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue, rngReplaySteps: step,
                     smoothedLoss: smoothWeight > 0 ? smoothed / smoothWeight : nil, smoothingWeight: smoothWeight,
@@ -324,6 +334,7 @@ public final class DreamBoothTrainer {
                 last = saved
                 try checkpointSaved(files)
             }
+            if stopping { throw TrainingInterrupted(step: step) }
         }
         lora.training = false
         if let last { return last }

@@ -100,6 +100,31 @@ final class TrainTests: XCTestCase {
         XCTAssertEqual(b.stepsDone, 20)
     }
 
+    func testInterruptSavesACheckpointAndMarksTheRunInterrupted() throws {
+        let p = Process()
+        p.executableURL = CLI.executable
+        p.arguments = ["train", "robo", "--recipe", recipe, "--model", model, "--max-steps", "200"]
+        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        let store = try SubjectStore(home: home)
+        let deadline = Date().addingTimeInterval(120)
+        while try p.isRunning && Date() < deadline && (store.runs().first?.stepsDone ?? 0) < 3 { usleep(20_000) }
+        XCTAssertTrue(p.isRunning)
+        kill(p.processIdentifier, SIGINT)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 130, stderr)
+        XCTAssertTrue(stderr.contains("--resume"), stderr)
+        let run = try XCTUnwrap(store.runs().first)
+        XCTAssertEqual(run.status, .interrupted)
+        XCTAssertLessThan(run.stepsDone, 200)
+        let last = try XCTUnwrap(store.checkpoints(runID: run.id!).max { $0.step < $1.step })
+        XCTAssertEqual(last.step, run.stepsDone, "the interrupted step is checkpointed")
+    }
+
     func testErrorsAreClearAndLeaveNoRunningRun() throws {
         let unknown = try CLI.run(["train", "nobody", "--recipe", recipe, "--model", model], environment: env)
         XCTAssertNotEqual(unknown.status, 0)
