@@ -122,7 +122,6 @@ public final class DreamBoothTrainer {
         guard !images.isEmpty else { throw TrainingError("no training photos; add some with `koalabooth subject add`") }
         self.recipe = recipe
         if recipe.data.aspectBuckets { notes.append("data.aspect_buckets: photos are trained as center/random squares") }
-        if recipe.train.minSNRGamma != nil { notes.append("train.min_snr_gamma is not applied yet") }
         if !recipe.validation.prompts.isEmpty && recipe.validation.every > 0 { notes.append("validation images are not drawn yet") }
 
         let pipeline = try StableDiffusionXLPipeline.load(from: modelPath)
@@ -218,7 +217,13 @@ public final class DreamBoothTrainer {
         lora.reseedDropout(m.dropoutSeed)
         let pred = unet(sample: noisy, timestep: m.timesteps.map(Float.init), encoderHiddenStates: hidden,
                         textEmbeds: pooled, timeIds: m.timeIds)
-        return pred.mseLoss(target)
+        guard let gamma = recipe.train.minSNRGamma else { return pred.mseLoss(target) }
+        // Min-SNR-γ (diffusers' training scripts): per-example MSE weighted by
+        // min(SNR, γ)/SNR for epsilon, min(SNR, γ)/(SNR + 1) for v-prediction.
+        let snr = noiseSchedule.snr(timesteps: m.timesteps)
+        let weights = snr.map { s in Float(min(Double(s), gamma)) / (predictionType == .vPrediction ? s + 1 : s) }
+        let perExample = pred.mseLoss(target, reduction: .none).reshape([b, -1]).mean(dim: 1)
+        return (perExample * Tensor(shape: [b], values: weights)).mean()
     }
 
     /// The mean loss over every photo at a fixed spread of timesteps with fixed noise

@@ -125,6 +125,29 @@ final class TrainTests: XCTestCase {
         XCTAssertEqual(last.step, run.stepsDone, "the interrupted step is checkpointed")
     }
 
+    func testBatchesAccumulationMinSNRAndKohyaOutput() throws {
+        var text = try String(contentsOfFile: recipe, encoding: .utf8)
+        for (a, b) in [("batch_size = 1", "batch_size = 2"), ("gradient_accumulation = 1", "gradient_accumulation = 2"),
+                       ("rng = \"torch\"", "rng = \"torch\"\nmin_snr_gamma = 5.0"), ("format = \"diffusers\"", "format = \"both\"")] {
+            XCTAssertTrue(text.contains(a), a)
+            text = text.replacingOccurrences(of: a, with: b)
+        }
+        let custom = dir.appendingPathComponent("custom.toml")
+        try text.write(to: custom, atomically: true, encoding: .utf8)
+        let r = try CLI.run(["train", "robo", "--recipe", custom.path, "--model", model, "--max-steps", "10", "--learning-rate", "3e-2"],
+                            environment: env)
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        let eval = r.stdout.split(separator: "\n").filter { $0.hasPrefix("eval loss ") }.compactMap { Double($0.split(separator: " ")[2]) }
+        XCTAssertEqual(eval.count, 2, r.stdout)
+        XCTAssertLessThan(eval[1], eval[0], r.stdout)
+        let store = try SubjectStore(home: home)
+        let run = try XCTUnwrap(store.runs().first)
+        let files = try FileManager.default.contentsOfDirectory(atPath: store.runDirectory(subjectID: run.subjectId, runID: run.id!).path)
+        XCTAssertTrue(files.contains("lora-step000010.safetensors"), "\(files)")
+        XCTAssertTrue(files.contains("lora-step000010.kohya.safetensors"), "\(files)")
+        XCTAssertEqual(try store.checkpoints(runID: run.id!).first?.path.hasSuffix("lora-step000010.safetensors"), true)
+    }
+
     func testErrorsAreClearAndLeaveNoRunningRun() throws {
         let unknown = try CLI.run(["train", "nobody", "--recipe", recipe, "--model", model], environment: env)
         XCTAssertNotEqual(unknown.status, 0)
