@@ -132,6 +132,9 @@ public final class DreamBoothTrainer {
             throw TrainingError("prediction_type \"sample\" cannot be trained here; use epsilon or v_prediction")
         }
 
+        // data.random_flip: the mirrored photos join the pool, so each pick is either
+        // orientation with equal chance.
+        let images = recipe.data.randomFlip ? images + images.map(Self.mirrored) : images
         let scale = Float(pipeline.vae.config.scalingFactor)
         let useMean = recipe.data.latents == .mean
         latents = noGrad {
@@ -162,6 +165,20 @@ public final class DreamBoothTrainer {
         lora = try LoRANetwork(attachingTo: pipeline.unet, component: "unet",
                                config: LoRAConfig(rank: l.rank, alpha: Float(l.effectiveAlpha), dropout: Float(l.dropout), targetModules: targets),
                                seed: recipe.train.seed)
+    }
+
+    /// The image flipped left to right.
+    static func mirrored(_ img: TrainingImage) -> TrainingImage {
+        var out = img
+        let n = img.size
+        img.pixels.withUnsafeBufferPointer { src in
+            out.pixels.withUnsafeMutableBufferPointer { dst in
+                for row in 0..<(3 * n) {
+                    for x in 0..<n { dst[row * n + x] = src[row * n + n - 1 - x] }
+                }
+            }
+        }
+        return out
     }
 
     /// Per-step randomness: noise and timesteps from the recipe's RNG (`torch` or

@@ -128,7 +128,7 @@ final class TrainTests: XCTestCase {
     func testBatchesAccumulationMinSNRAndKohyaOutput() throws {
         var text = try String(contentsOfFile: recipe, encoding: .utf8)
         for (a, b) in [("batch_size = 1", "batch_size = 2"), ("gradient_accumulation = 1", "gradient_accumulation = 2"),
-                       ("rng = \"torch\"", "rng = \"torch\"\nmin_snr_gamma = 5.0"), ("format = \"diffusers\"", "format = \"both\"")] {
+                       ("rng = \"torch\"", "rng = \"torch\"\nmin_snr_gamma = 5.0"), ("format = \"diffusers\"", "format = \"both\""), ("random_flip = false", "random_flip = true")] {
             XCTAssertTrue(text.contains(a), a)
             text = text.replacingOccurrences(of: a, with: b)
         }
