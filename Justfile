@@ -45,13 +45,15 @@ demo: build
     echo "== 2. a subject from the example photos in subjects/robot-toy"
     "$bin" subject show robot-toy >/dev/null 2>&1 || "$bin" subject create robot-toy --class toy --token sks subjects/robot-toy/*.jpg
     "$bin" subject list
-    echo "== 3. training: DreamBooth training (issue 6) has not landed yet, so the demo stops training here."
-    echo "== 4. two images from the base tiny model (DPM-Solver++, 10 steps)"
+    echo "== 3. DreamBooth LoRA training with recipes/tiny.toml"
+    "$bin" train robot-toy --recipe recipes/tiny.toml --model "$model"
+    echo "== 4. two images of the trained subject (DPM-Solver++, 10 steps)"
     mkdir -p out
-    "$bin" generate --model "$model" --prompt "a photo of sks toy on the beach" --steps 10 --count 2 --seed 1 --output out/demo.png
+    "$bin" generate --subject robot-toy --prompt "a photo of {token} {class} on the beach" --steps 10 --count 2 --seed 1 --output out/demo.png
+    "$bin" subject show robot-toy
     echo
     echo "model:      $model"
-    echo "data dir:   $KOALABOOTH_HOME (subjects, photos, database)"
+    echo "data dir:   $KOALABOOTH_HOME (subjects, photos, runs, LoRA checkpoints, database)"
     echo "images:     out/demo-1.png out/demo-2.png (noise: the tiny model's weights are random)"
 
 # Benchmarks (release build) beside PyTorch in the same run: no args = kernels + tiny generate; `unet`, `koala`, `all` or a name filter; `--json`.
