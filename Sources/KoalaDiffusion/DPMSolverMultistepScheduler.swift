@@ -51,8 +51,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         }
         self.config = config
         schedule = NoiseSchedule(config: config)
-        var ac = schedule.alphasCumprod
-        if config.rescaleBetasZeroSNR { ac[ac.count - 1] = 0x1p-24 }
+        let ac = schedule.samplerAlphasCumprod(config)
         trainSigmas = NoiseSchedule.sigmas(ac)
         alphaCumprod0 = ac[0]
     }

@@ -63,6 +63,14 @@ public struct NoiseSchedule: Sendable, Equatable {
     static func sigmas(_ alphasCumprod: [Float]) -> [Float] {
         alphasCumprod.map { ((1 - $0) / $0).squareRoot() }
     }
+
+    /// ᾱ as the sigma-based samplers (DPM-Solver, Euler) use it: a zero-terminal-SNR
+    /// schedule's last ᾱ is 0, so diffusers floors it at 2^-24 to keep σ finite.
+    func samplerAlphasCumprod(_ config: SchedulerConfig) -> [Float] {
+        var ac = alphasCumprod
+        if config.rescaleBetasZeroSNR { ac[ac.count - 1] = 0x1p-24 }
+        return ac
+    }
 }
 
 /// float32 results of the torch functions the schedules use, with torch's rounding.
