@@ -151,7 +151,7 @@ struct TrainCommand: ParsableCommand {
             throw CLIError("subject \(name) has no photos; add some with `koalabooth subject add \(name) PHOTO…`")
         }
         let size = recipe.data.resolution
-        var rng = SeededRNG(seed: recipe.train.seed)
+        var rng = RandomGenerator(seed: recipe.train.seed)
         return try photos.map { photo in
             let image = try RGBImage.load(path: store.url(forRelativePath: photo.path).path)
             let crop = recipe.data.centerCrop ? image.fitAndCrop(to: size, mode: .center)
@@ -217,18 +217,5 @@ final class StopRequest: @unchecked Sendable {
             r.sources.append(source)
         }
         return r
-    }
-}
-
-/// SplitMix64, for the random crops drawn once per run.
-struct SeededRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -63,6 +63,15 @@ public struct RandomGenerator: Sendable, Equatable {
     }
 }
 
+/// So the standard library's random APIs (and `inout some RandomNumberGenerator`
+/// parameters such as random crops) draw from the same seeded stream.
+extension RandomGenerator: RandomNumberGenerator {
+    /// Two 32-bit draws, the first as the high half.
+    public mutating func next() -> UInt64 {
+        UInt64(nextUInt32()) << 32 | UInt64(nextUInt32())
+    }
+}
+
 extension Tensor {
     public static func randn(_ shape: [Int], generator: inout RandomGenerator) -> Tensor {
         let t = Tensor(empty: shape)
