@@ -43,7 +43,7 @@ let package = Package(
         // Layer 3: diffusion schedulers and sampling pipelines.
         .target(name: "KoalaDiffusion", dependencies: ["KoalaModels", "KoalaTensor"], swiftSettings: fastSwift),
         // Layer 4: DreamBooth training (optimizers, LoRA, recipes).
-        .target(name: "KoalaTraining", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor", "TOMLKit"], swiftSettings: fastSwift),
+        .target(name: "KoalaTraining", dependencies: ["KoalaDiffusion", "KoalaImageIO", "KoalaModels", "KoalaTensor", "TOMLKit"], swiftSettings: fastSwift),
         // Layer 4: subject store (SQLite via GRDB).
         .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
         // Layer 5: the command-line program (commands in a library so tests can reach them).

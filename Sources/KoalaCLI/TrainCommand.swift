@@ -85,10 +85,12 @@ struct TrainCommand: ParsableCommand {
             run.errorMessage = nil
             try store.updateRun(run)
             let elapsedBefore = run.elapsedSeconds
-            let images = try loadImages(store, subject.id!, recipe)
+            let images = try loadImages(store, subject.id!, recipe, modelPath: run.baseModelPath)
             print("run \(run.id!): \(images.count) photos, \(recipe.train.maxSteps) steps at \(recipe.data.resolution) px, LoRA rank \(recipe.model.lora.rank)")
+            print("buckets: \(DreamBoothDataset.summary(images))")
             let trainer = try DreamBoothTrainer(recipe: recipe, modelPath: run.baseModelPath, images: images,
-                                                instancePrompt: recipe.data.instancePrompt(token: subject.token, className: subject.classNoun))
+                                                instancePrompt: recipe.data.instancePrompt(token: subject.token, className: subject.classNoun),
+                                                classImages: recipe.prior.enabled ? classImages(store, subject, recipe, run) : nil)
             for note in trainer.notes { Output.warn(note) }
             print(String(format: "eval loss %.6f (before)", trainer.evaluationLoss()))
             let began = Date()
@@ -145,20 +147,35 @@ struct TrainCommand: ParsableCommand {
         return (run, recipe, state?.url)
     }
 
-    private func loadImages(_ store: SubjectStore, _ subjectID: Int64, _ recipe: TrainingRecipe) throws -> [TrainingImage] {
+    private func loadImages(_ store: SubjectStore, _ subjectID: Int64, _ recipe: TrainingRecipe, modelPath: String) throws -> [TrainingImage] {
         let photos = try store.photos(subjectID: subjectID)
         guard !photos.isEmpty else {
             throw CLIError("subject \(name) has no photos; add some with `koalabooth subject add \(name) PHOTO…`")
         }
-        let size = recipe.data.resolution
-        var rng = RandomGenerator(seed: recipe.train.seed)
-        return try photos.map { photo in
-            let image = try RGBImage.load(path: store.url(forRelativePath: photo.path).path)
-            let crop = recipe.data.centerCrop ? image.fitAndCrop(to: size, mode: .center)
-                : image.fitAndCrop(to: size, mode: .random, using: &rng)
-            return TrainingImage(pixels: crop.image.planarFloats(), size: size, originalWidth: crop.originalWidth,
-                                 originalHeight: crop.originalHeight, cropX: crop.cropX, cropY: crop.cropY)
+        let images = try photos.map { try RGBImage.load(path: store.url(forRelativePath: $0.path).path) }
+        return try DreamBoothDataset.prepare(images, data: recipe.data, seed: recipe.train.seed,
+                                             pixelMultiple: DreamBoothDataset.pixelMultiple(modelPath: modelPath))
+    }
+
+    /// Prior preservation's class-image cache, shared by the subject's runs:
+    /// `subjects/<id>/class-images/<key>/`, the key a hash of the base model's fingerprint,
+    /// the class prompt and `data.resolution`.
+    private func classImages(_ store: SubjectStore, _ subject: Subject, _ recipe: TrainingRecipe, _ run: TrainingRun) -> ClassImageRequest {
+        let prompt = recipe.prior.classPrompt(className: subject.classNoun)
+        let key = Self.classImageKey(fingerprint: run.baseModelFingerprint, prompt: prompt, resolution: recipe.data.resolution)
+        let dir = store.subjectDirectory(subjectID: subject.id!).appendingPathComponent("class-images/\(key)")
+        print("class images: \(dir.path) (\(recipe.prior.numClassImages) wanted, \"\(prompt)\")")
+        return ClassImageRequest(directory: dir, prompt: prompt) { p in
+            print("class image \(p.generated)/\(p.missing) generated in " + String(format: "%.1f s", p.seconds)
+                  + ", eta \(Output.duration(p.etaSeconds)): \(p.file.lastPathComponent)")
+            fflush(nil)
         }
+    }
+
+    static func classImageKey(fingerprint: String, prompt: String, resolution: Int) -> String {
+        var hasher = KoalaStore.SHA256()
+        hasher.update(Data("\(fingerprint)\n\(prompt)\n\(resolution)".utf8))
+        return hasher.finalize().prefix(8).map { String(format: "%02x", $0) }.joined()
     }
 
     static func checkModelFolder(_ path: String) throws {

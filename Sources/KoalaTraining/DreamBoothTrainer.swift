@@ -3,29 +3,6 @@ import KoalaDiffusion
 import KoalaModels
 import KoalaTensor
 
-/// One instance photo, already cropped to the training square: planar RGB floats in
-/// [-1, 1] (`RGBImage.planarFloats()`), plus what SDXL's micro-conditioning needs.
-public struct TrainingImage: Sendable {
-    public var pixels: [Float]
-    public var size: Int
-    /// The photo's size before resizing (`original_size`).
-    public var originalWidth: Int
-    public var originalHeight: Int
-    /// Top-left corner of the crop in the resized photo (`crops_coords_top_left` is (y, x)).
-    public var cropX: Int
-    public var cropY: Int
-
-    public init(pixels: [Float], size: Int, originalWidth: Int, originalHeight: Int, cropX: Int = 0, cropY: Int = 0) {
-        precondition(pixels.count == 3 * size * size, "TrainingImage: \(pixels.count) values for a \(size)x\(size) RGB image")
-        self.pixels = pixels
-        self.size = size
-        self.originalWidth = originalWidth
-        self.originalHeight = originalHeight
-        self.cropX = cropX
-        self.cropY = cropY
-    }
-}
-
 /// One line of training progress.
 public struct TrainingProgress: Sendable {
     /// Optimizer steps done (1-based).
@@ -100,28 +77,32 @@ public final class DreamBoothTrainer {
     public let lora: LoRANetwork
     public let noiseSchedule: NoiseSchedule
     public let predictionType: PredictionType
-    /// Latent distribution per photo (mean, std); std is nil when training on the mean.
-    private let latents: [(mean: Tensor, std: Tensor?)]
+    /// The photos' cached latents, micro-conditioning and buckets.
+    private let instance: EncodedExamples
     private let promptHidden: Tensor
     private let promptPooled: Tensor
-    private let timeIds: [Tensor]
+    /// Class images and prompt when `prior.enabled`.
+    private let prior: PriorPreservation?
     /// Notes about recipe keys this trainer approximates (shown to the user).
     public private(set) var notes: [String] = []
 
     /// Loads the diffusers folder at `modelPath` and caches the training inputs.
-    public init(recipe: TrainingRecipe, modelPath: String, images: [TrainingImage], instancePrompt: String) throws {
+    ///
+    /// - Parameter classImages: where prior preservation caches its class images (needed
+    ///   when `prior.enabled`; missing ones are generated here by the base model).
+    public init(recipe: TrainingRecipe, modelPath: String, images: [TrainingImage], instancePrompt: String,
+                classImages: ClassImageRequest? = nil) throws {
         guard recipe.model.train == .lora else {
             throw TrainingError("model.train = \"full\" is not supported by this trainer yet; use model.train = \"lora\"")
         }
-        guard !recipe.prior.enabled else {
-            throw TrainingError("prior.enabled = true (prior preservation) is not supported yet; set prior.enabled = false")
+        guard !recipe.prior.enabled || classImages != nil else {
+            throw TrainingError("prior.enabled = true needs a class-image folder (ClassImageRequest)")
         }
         guard !recipe.model.lora.textEncoders else {
             throw TrainingError("model.lora.text_encoders = true is not supported yet; set it to false")
         }
         guard !images.isEmpty else { throw TrainingError("no training photos; add some with `koalabooth subject add`") }
         self.recipe = recipe
-        if recipe.data.aspectBuckets { notes.append("data.aspect_buckets: photos are trained as center/random squares") }
         if !recipe.validation.prompts.isEmpty && recipe.validation.every > 0 { notes.append("validation images are not drawn yet") }
 
         let pipeline = try StableDiffusionXLPipeline.load(from: modelPath)
@@ -135,21 +116,17 @@ public final class DreamBoothTrainer {
         // data.random_flip: the mirrored photos join the pool, so each pick is either
         // orientation with equal chance.
         let images = recipe.data.randomFlip ? images + images.map(Self.mirrored) : images
-        let scale = Float(pipeline.vae.config.scalingFactor)
-        let useMean = recipe.data.latents == .mean
-        latents = noGrad {
-            images.map { img in
-                let x = Tensor(shape: [1, 3, img.size, img.size], values: img.pixels)
-                let dist = pipeline.vae.encode(x)
-                return (dist.mean * scale, useMean ? nil : dist.std * scale)
-            }
+        let multiple = DreamBoothDataset.pixelMultiple(vae: pipeline.vae.config, unet: pipeline.unet.config)
+        if let odd = images.first(where: { $0.width % multiple != 0 || $0.height % multiple != 0 }) {
+            throw TrainingError("a \(odd.width)x\(odd.height) training image does not fit this model, whose sides must be multiples of \(multiple) px; prepare photos with DreamBoothDataset.prepare")
         }
+        let instance = EncodedExamples(images, vae: pipeline.vae, sampling: recipe.data.latents)
+        self.instance = instance
         let embeds = pipeline.encodePrompt([instancePrompt])
         promptHidden = embeds.hiddenStates
         promptPooled = embeds.pooled
-        timeIds = images.map { img in
-            Tensor(shape: [1, 6], values: [Float(img.originalHeight), Float(img.originalWidth), Float(img.cropY), Float(img.cropX),
-                                           Float(img.size), Float(img.size)])
+        prior = try classImages.map {
+            try PriorPreservation(recipe: recipe, request: $0, buckets: Set(instance.buckets), pixelMultiple: multiple, pipeline: pipeline)
         }
         // The pipeline (and with it the VAE and text encoders) is released when `init` returns:
         // only the U-Net is kept.
@@ -170,10 +147,10 @@ public final class DreamBoothTrainer {
     /// The image flipped left to right.
     static func mirrored(_ img: TrainingImage) -> TrainingImage {
         var out = img
-        let n = img.size
+        let n = img.width
         img.pixels.withUnsafeBufferPointer { src in
             out.pixels.withUnsafeMutableBufferPointer { dst in
-                for row in 0..<(3 * n) {
+                for row in 0..<(3 * img.height) {
                     for x in 0..<n { dst[row * n + x] = src[row * n + n - 1 - x] }
                 }
             }
@@ -200,47 +177,67 @@ public final class DreamBoothTrainer {
         var timesteps: [Int]
         var timeIds: Tensor
         var dropoutSeed: UInt64
+        /// The first rows are instance examples; the rest (prior preservation) class examples.
+        var instanceCount: Int
     }
 
     /// Draws one micro-batch; the order of draws is fixed so that replaying reproduces it.
+    /// All its examples share one bucket: the first photo, drawn among all, picks it (so
+    /// buckets come up in proportion to their photos), the rest are drawn within it.
+    /// With prior preservation, as many class examples of that bucket follow.
     private func drawMicroBatch(_ r: inout Randomness) -> MicroBatch {
         let b = recipe.train.batchSize
         var xs: [Tensor] = [], ids: [Tensor] = []
-        for _ in 0..<b {
-            let i = r.other.int(below: latents.count)
-            let (mean, std) = latents[i]
-            xs.append(std.map { mean + $0 * Tensor.randn(mean.shape, generator: &r.other) } ?? mean)
-            ids.append(timeIds[i])
+        let first = r.other.int(below: instance.count)
+        let bucket = instance.buckets[first]
+        for k in 0..<b {
+            let i = k == 0 ? first : instance.draw(in: bucket, &r.other)
+            xs.append(instance.latent(i, &r.other))
+            ids.append(instance.timeIds[i])
         }
-        let x = b == 1 ? xs[0] : Tensor.cat(xs, dim: 0)
+        if let classes = prior?.examples[bucket] {
+            for _ in 0..<b {
+                let i = r.other.int(below: classes.count)
+                xs.append(classes.latent(i, &r.other))
+                ids.append(classes.timeIds[i])
+            }
+        }
+        let x = xs.count == 1 ? xs[0] : Tensor.cat(xs, dim: 0)
         var noise = r.noise.randn(x.shape)
         if recipe.train.noiseOffset != 0 {
             let offset = r.noise.randn([x.shape[0], x.shape[1], 1, 1]) * Float(recipe.train.noiseOffset)
             noise = noise + offset.expand(x.shape)
         }
-        let t = r.noise.randint(low: 0, high: noiseSchedule.numTrainTimesteps, count: b)
+        let t = r.noise.randint(low: 0, high: noiseSchedule.numTrainTimesteps, count: xs.count)
         let seed = UInt64(r.other.nextUInt32()) << 32 | UInt64(r.other.nextUInt32())
-        return MicroBatch(latents: x, noise: noise, timesteps: t, timeIds: b == 1 ? ids[0] : Tensor.cat(ids, dim: 0), dropoutSeed: seed)
+        return MicroBatch(latents: x, noise: noise, timesteps: t, timeIds: ids.count == 1 ? ids[0] : Tensor.cat(ids, dim: 0),
+                          dropoutSeed: seed, instanceCount: b)
     }
 
     /// One micro-batch's loss (not yet scaled for accumulation).
     private func loss(_ m: MicroBatch) -> Tensor {
-        let b = m.latents.shape[0]
+        let b = m.latents.shape[0], n = m.instanceCount
         let noisy = noiseSchedule.addNoise(original: m.latents, noise: m.noise, timesteps: m.timesteps)
         let target = predictionType == .vPrediction
             ? noiseSchedule.velocity(sample: m.latents, noise: m.noise, timesteps: m.timesteps) : m.noise
-        let hidden = b == 1 ? promptHidden : Tensor.cat(Array(repeating: promptHidden, count: b), dim: 0)
-        let pooled = b == 1 ? promptPooled : Tensor.cat(Array(repeating: promptPooled, count: b), dim: 0)
+        var hiddenRows = Array(repeating: promptHidden, count: n), pooledRows = Array(repeating: promptPooled, count: n)
+        if n < b, let prior {
+            // Class rows: the class prompt's cached embeddings.
+            hiddenRows += Array(repeating: prior.promptHidden, count: b - n)
+            pooledRows += Array(repeating: prior.promptPooled, count: b - n)
+        }
+        let hidden = b == 1 ? promptHidden : Tensor.cat(hiddenRows, dim: 0)
+        let pooled = b == 1 ? promptPooled : Tensor.cat(pooledRows, dim: 0)
         lora.reseedDropout(m.dropoutSeed)
         let pred = unet(sample: noisy, timestep: m.timesteps.map(Float.init), encoderHiddenStates: hidden,
                         textEmbeds: pooled, timeIds: m.timeIds)
-        guard let gamma = recipe.train.minSNRGamma else { return pred.mseLoss(target) }
-        // Min-SNR-γ (diffusers' training scripts): per-example MSE weighted by
-        // min(SNR, γ)/SNR for epsilon, min(SNR, γ)/(SNR + 1) for v-prediction.
-        let snr = noiseSchedule.snr(timesteps: m.timesteps)
-        let weights = snr.map { s in Float(min(Double(s), gamma)) / (predictionType == .vPrediction ? s + 1 : s) }
         let perExample = pred.mseLoss(target, reduction: .none).reshape([b, -1]).mean(dim: 1)
-        return (perExample * Tensor(shape: [b], values: weights)).mean()
+        // Min-SNR-γ (diffusers' training scripts): each example's MSE weighted by
+        // min(SNR, γ)/SNR for epsilon, min(SNR, γ)/(SNR + 1) for v-prediction.
+        let weights = recipe.train.minSNRGamma.map { gamma in
+            noiseSchedule.snr(timesteps: m.timesteps).map { s in Float(min(Double(s), gamma)) / (predictionType == .vPrediction ? s + 1 : s) }
+        }
+        return PriorPreservation.loss(perExample: perExample, weights: weights, instanceCount: n, priorWeight: prior?.weight ?? 0)
     }
 
     /// The mean loss over every photo at a fixed spread of timesteps with fixed noise
@@ -254,11 +251,12 @@ public final class DreamBoothTrainer {
             var g = RandomGenerator(seed: 0xE7A1)
             let n = noiseSchedule.numTrainTimesteps
             var total = 0.0, count = 0
-            for (i, (mean, _)) in latents.enumerated() {
+            for (i, (mean, _)) in instance.latents.enumerated() {
                 let ts = (0..<timestepsPerImage).map { k in (2 * k + 1) * n / (2 * timestepsPerImage) }
                 let x = Tensor.cat(Array(repeating: mean, count: ts.count), dim: 0)
                 let m = MicroBatch(latents: x, noise: Tensor.randn(x.shape, generator: &g), timesteps: ts,
-                                   timeIds: Tensor.cat(Array(repeating: timeIds[i], count: ts.count), dim: 0), dropoutSeed: 0)
+                                   timeIds: Tensor.cat(Array(repeating: instance.timeIds[i], count: ts.count), dim: 0), dropoutSeed: 0,
+                                   instanceCount: ts.count)
                 total += Double(loss(m).item)
                 count += 1
             }
