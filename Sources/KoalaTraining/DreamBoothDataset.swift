@@ -99,11 +99,11 @@ public enum DreamBoothDataset {
         }
     }
 
-    /// "64x64 ×5, 128x32 ×1": how many images train in each bucket, most used first.
+    /// "64x64 ×5, 128x32 ×1": how many images train in each bucket, most used first (then by width).
     public static func summary(_ images: [TrainingImage]) -> String {
         var counts: [AspectBucket: Int] = [:]
         for img in images { counts[img.bucket, default: 0] += 1 }
-        return counts.sorted { ($1.value, $1.key.width) < ($0.value, $0.key.width) }
+        return counts.sorted { a, b in a.value != b.value ? a.value > b.value : a.key.width < b.key.width }
             .map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
     }
 }

@@ -78,11 +78,11 @@ public final class DreamBoothTrainer {
     public let noiseSchedule: NoiseSchedule
     public let predictionType: PredictionType
     /// The photos' cached latents, micro-conditioning and buckets.
-    private let instance: EncodedExamples
+    let instance: EncodedExamples
     private let promptHidden: Tensor
     private let promptPooled: Tensor
     /// Class images and prompt when `prior.enabled`.
-    private let prior: PriorPreservation?
+    let prior: PriorPreservation?
     /// Notes about recipe keys this trainer approximates (shown to the user).
     public private(set) var notes: [String] = []
 
