@@ -144,9 +144,12 @@ public final class DreamBoothTrainer {
                                seed: recipe.train.seed)
     }
 
-    /// The image flipped left to right.
+    /// The image flipped left to right. Its crop is then the mirrored window of the flipped
+    /// resized photo, as when diffusers' SDXL script flips before cropping.
     static func mirrored(_ img: TrainingImage) -> TrainingImage {
         var out = img
+        let resizedWidth = AspectBuckets.coverSize(width: img.originalWidth, height: img.originalHeight, bucket: img.bucket).width
+        out.cropX = max(0, resizedWidth - img.width - img.cropX)
         let n = img.width
         img.pixels.withUnsafeBufferPointer { src in
             out.pixels.withUnsafeMutableBufferPointer { dst in

@@ -13,6 +13,12 @@ final class DreamBoothTrainerTests: XCTestCase {
         let m = DreamBoothTrainer.mirrored(img)
         XCTAssertEqual(m.pixels, [1, 0, 11, 10, 101, 100, 111, 110, 201, 200, 211, 210])
         XCTAssertEqual(m.originalWidth, 4)
+        XCTAssertEqual(m.cropX, 1, "4x2 resized onto a 2x2 crop is 4x2: the window at x = 1 mirrors to 4 - 2 - 1")
+        let wide = TrainingImage(pixels: [Float](repeating: 0, count: 3 * 128 * 32), width: 128, height: 32,
+                                 originalWidth: 768, originalHeight: 150, cropX: 0, cropY: 3)
+        // 768x150 covers 128x32 at 163x32 (the height decides): x = 0 mirrors to 163 - 128 - 0.
+        XCTAssertEqual(DreamBoothTrainer.mirrored(wide).cropX, 35)
+        XCTAssertEqual(DreamBoothTrainer.mirrored(wide).cropY, 3)
         XCTAssertEqual(DreamBoothTrainer.mirrored(m).pixels, values)
     }
 
