@@ -64,6 +64,10 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let store = try global.openStore()
         let subject = try store.requireSubject(named: name)
+        // Held until the process ends: `subject delete` and a second `train` of it refuse meanwhile.
+        let lock = try TrainingLock.acquire(subject: subject, in: store, attempted: "train")
+        defer { lock.release() }
+        guard try store.subject(id: subject.id!) != nil else { throw StoreError.unknownSubject(name: name) }
         var run: TrainingRun
         let recipe: TrainingRecipe
         var resumeState: URL?
@@ -77,6 +81,7 @@ struct TrainCommand: ParsableCommand {
                                                   baseModelFingerprint: try Self.fingerprint(model), recipe: recipe.tomlString(),
                                                   totalSteps: recipe.train.maxSteps))
         }
+        lock.setRun(run.id!)
         let runDir = store.runDirectory(subjectID: subject.id!, runID: run.id!)
         do {
             run.status = .running
@@ -88,7 +93,10 @@ struct TrainCommand: ParsableCommand {
             let images = try loadImages(store, subject.id!, recipe)
             print("run \(run.id!): \(images.count) photos, \(recipe.train.maxSteps) steps at \(recipe.data.resolution) px, LoRA rank \(recipe.model.lora.rank)")
             let trainer = try DreamBoothTrainer(recipe: recipe, modelPath: run.baseModelPath, images: images,
-                                                instancePrompt: recipe.data.instancePrompt(token: subject.token, className: subject.classNoun))
+                                                instancePrompt: recipe.data.instancePrompt(token: subject.token, className: subject.classNoun),
+                                                validation: ValidationTexts(recipe.validation, token: subject.token, className: subject.classNoun))
+            let recorder = try TrainingRecorder(store: store, subject: subject, runID: run.id!, runDirectory: runDir,
+                                                modelPath: run.baseModelPath, keepLast: recipe.checkpoint.keepLast)
             for note in trainer.notes { Output.warn(note) }
             print(String(format: "eval loss %.6f (before)", trainer.evaluationLoss()))
             let began = Date()
@@ -103,10 +111,8 @@ struct TrainCommand: ParsableCommand {
                 run.updatedAt = Date()
                 run.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(began)
                 try store.updateRun(run)
-            }, checkpointSaved: { files in
-                _ = try store.addCheckpoint(runID: run.id!, step: files.step, kind: .lora, file: files.primaryLoRA)
-                print("checkpoint step \(files.step): \(files.primaryLoRA.path)")
-            }, shouldStop: { stop.requested })
+            }, checkpointSaved: recorder.checkpointSaved, checkpointExpired: recorder.checkpointExpired,
+               validationImage: recorder.validationImage, shouldStop: { stop.requested })
             print(String(format: "eval loss %.6f (after)", trainer.evaluationLoss()))
             run.status = .finished
             run.finishedAt = Date()
