@@ -375,7 +375,8 @@ public final class SubjectStore: Sendable {
     public func deleteSubject(named name: String) throws {
         let subject = try requireSubject(named: name)
         let lock = try TrainingLock.acquire(subject: subject, in: self, attempted: "delete")
-        defer { lock.release() }
+        // A failed delete leaves no lock file behind either.
+        defer { lock.releaseAndRemove() }
         let dir = subjectDirectory(subjectID: subject.id!)
         // Files recorded outside the subject's directory go too (after the commit).
         let outside = try recordedFiles(subjectID: subject.id!).filter { !$0.hasPrefix("subjects/\(subject.id!)/") }
@@ -394,7 +395,6 @@ public final class SubjectStore: Sendable {
             throw error
         }
         for path in outside { try? FileManager.default.removeItem(at: url(forRelativePath: path)) }
-        lock.releaseAndRemove()
     }
 
     // MARK: Photos

@@ -44,21 +44,29 @@ public final class TrainingLock: @unchecked Sendable {
         if mkdir(dir, 0o755) != 0 && errno != EEXIST {
             throw StoreError.fileOperationFailed(path: dir, reason: "cannot create the directory: \(String(cString: strerror(errno)))")
         }
-        let fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
-        if fd < 0 { throw StoreError.fileOperationFailed(path: path, reason: "cannot open the lock file: \(String(cString: strerror(errno)))") }
-        var r: Int32
-        repeat { r = flock(fd, LOCK_EX | LOCK_NB) } while r != 0 && errno == EINTR
-        if r != 0 {
-            let busy = errno == EWOULDBLOCK
-            let reason = String(cString: strerror(errno))
-            let holder = read(fd)
+        while true {
+            let fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+            if fd < 0 { throw StoreError.fileOperationFailed(path: path, reason: "cannot open the lock file: \(String(cString: strerror(errno)))") }
+            var r: Int32
+            repeat { r = flock(fd, LOCK_EX | LOCK_NB) } while r != 0 && errno == EINTR
+            if r != 0 {
+                let busy = errno == EWOULDBLOCK
+                let reason = String(cString: strerror(errno))
+                let holder = read(fd)
+                close(fd)
+                guard busy else { throw StoreError.fileOperationFailed(path: path, reason: "cannot lock it: \(reason)") }
+                throw StoreError.subjectBusy(name: subject.name, attempted: attempted, pid: holder?.pid ?? 0, runID: holder?.runID)
+            }
+            // A subject delete removes the file while holding its lock: a lock taken on the
+            // removed file meanwhile guards nothing, so take the new file's instead.
+            var held = stat(), current = stat()
+            if fstat(fd, &held) == 0 && stat(path, &current) == 0 && held.st_ino == current.st_ino && held.st_dev == current.st_dev {
+                let lock = TrainingLock(subjectID: id, path: path, fd: fd)
+                lock.write(TrainingLockHolder(pid: getpid(), runID: nil))
+                return lock
+            }
             close(fd)
-            guard busy else { throw StoreError.fileOperationFailed(path: path, reason: "cannot lock it: \(reason)") }
-            throw StoreError.subjectBusy(name: subject.name, attempted: attempted, pid: holder?.pid ?? 0, runID: holder?.runID)
         }
-        let lock = TrainingLock(subjectID: id, path: path, fd: fd)
-        lock.write(TrainingLockHolder(pid: getpid(), runID: nil))
-        return lock
     }
 
     /// Records the run this process trains, for the messages of refused commands.
