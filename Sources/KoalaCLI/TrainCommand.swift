@@ -17,7 +17,9 @@ struct TrainCommand: ParsableCommand {
             then draws with the newest checkpoint. Progress lines read \
             `step I/N loss L (smoothed S) lr R s/step T eta E peak-rss M`. \
             --resume continues the subject's newest unfinished run from its last checkpoint \
-            with the recipe it was started with.
+            with the recipe it was started with. Validation images ([validation] in the recipe) \
+            go to the run folder's validation/ and into the subject's generations. While it \
+            runs, `subject delete` and a second `train` of the same subject are refused.
             """
     )
 
