@@ -298,7 +298,7 @@ struct SubjectDelete: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "delete",
         abstract: "Delete a subject with its photos, runs, checkpoints and generated images.",
-        discussion: "Asks for confirmation on a terminal; elsewhere (scripts) it refuses unless --yes is given."
+        discussion: "Asks for confirmation on a terminal; elsewhere (scripts) it refuses unless --yes is given. Refused while `koalabooth train` is training the subject."
     )
 
     @Argument(help: "Subject name.")

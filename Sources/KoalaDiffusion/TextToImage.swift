@@ -61,8 +61,13 @@ public struct PromptEmbeddings {
     public let hiddenStates: Tensor
     public let pooled: Tensor
 
+    public init(hiddenStates: Tensor, pooled: Tensor) {
+        self.hiddenStates = hiddenStates
+        self.pooled = pooled
+    }
+
     /// Each row repeated `n` times in place (diffusers' `repeat(1, n, 1).view(B·n, …)`).
-    func repeated(_ n: Int) -> PromptEmbeddings {
+    public func repeated(_ n: Int) -> PromptEmbeddings {
         guard n > 1 else { return self }
         func rep(_ t: Tensor) -> Tensor {
             let rows = t.chunk(t.shape[0], dim: 0)
@@ -120,8 +125,7 @@ extension StableDiffusionXLPipeline {
     /// SDXL micro-conditioning `add_time_ids` for `batch` rows: original size (h, w),
     /// crop top-left (0, 0), target size (h, w).
     public func addTimeIds(width: Int, height: Int, batch: Int) -> Tensor {
-        let row: [Float] = [Float(height), Float(width), 0, 0, Float(height), Float(width)]
-        return Tensor(shape: [batch, 6], values: Array([[Float]](repeating: row, count: batch).joined()))
+        sdxlTimeIds(width: width, height: height, batch: batch)
     }
 
     /// Checks the size and returns the latent shape [count, C, H/f, W/f].
@@ -175,33 +179,11 @@ extension StableDiffusionXLPipeline {
         }
         var scheduler = try makeScheduler(p)
         return try noGrad {
-            let cfg = p.guidance > 1
-            let cond1 = encodePrompt([p.prompt])
-            let cond = cond1.repeated(p.count)
-            var context = cond.hiddenStates, pooled = cond.pooled
-            if cfg {
-                let uncond = encodeNegativePrompt(p.negativePrompt, like: cond1).repeated(p.count)
-                context = Tensor.cat([uncond.hiddenStates, cond.hiddenStates], dim: 0)
-                pooled = Tensor.cat([uncond.pooled, cond.pooled], dim: 0)
-            }
-            let timeIds = addTimeIds(width: width, height: height, batch: context.shape[0])
-
-            var latents = try noise ?? initialNoise(p)
-            latents = latents * scheduler.initNoiseSigma
-            let start = Date()
-            let timesteps = scheduler.timesteps
-            for (i, t) in timesteps.enumerated() {
-                let input = scheduler.scaleModelInput(cfg ? Tensor.cat([latents, latents], dim: 0) : latents, timestep: t)
-                var eps = unet(sample: input, timestep: [t], encoderHiddenStates: context, textEmbeds: pooled, timeIds: timeIds)
-                if cfg {
-                    let parts = eps.chunk(2, dim: 0)
-                    let (uncond, text) = (parts[0], parts[1])
-                    eps = uncond + p.guidance * (text - uncond)
-                    if p.guidanceRescale > 0 { eps = rescaleNoiseCFG(eps, text: text, rescale: p.guidanceRescale) }
-                }
-                latents = scheduler.step(modelOutput: eps, timestep: t, sample: latents)
-                progress(GenerationProgress(step: i + 1, total: timesteps.count, elapsed: Date().timeIntervalSince(start)))
-            }
+            let cond = encodePrompt([p.prompt])
+            let uncond = p.guidance > 1 ? encodeNegativePrompt(p.negativePrompt, like: cond).repeated(p.count) : nil
+            let latents = denoiseLatents(unet: unet, scheduler: &scheduler, conditional: cond.repeated(p.count), unconditional: uncond,
+                                         guidance: p.guidance, guidanceRescale: p.guidanceRescale, noise: try noise ?? initialNoise(p),
+                                         width: width, height: height, progress: progress)
             return GenerationResult(latents: latents, images: decodeLatents(latents), width: width, height: height)
         }
     }
@@ -209,18 +191,7 @@ extension StableDiffusionXLPipeline {
     /// Undoes the VAE's latent normalisation (`latents_mean`/`latents_std` when the config
     /// has them, else the scaling factor) and decodes to images [B, 3, H, W].
     public func decodeLatents(_ latents: Tensor, tiled: Bool = false) -> Tensor {
-        noGrad {
-            let c = vae.config
-            var z: Tensor
-            if let mean = c.latentsMean, let std = c.latentsStd {
-                let shape = [1, mean.count, 1, 1]
-                z = latents * Tensor(shape: shape, values: std.map(Float.init)) / Float(c.scalingFactor)
-                    + Tensor(shape: shape, values: mean.map(Float.init))
-            } else {
-                z = latents / Float(c.scalingFactor)
-            }
-            return vae.decode(z, tiled: tiled)
-        }
+        noGrad { vae.decode(unscaleLatents(latents, config: vae.config), tiled: tiled) }
     }
 }
 

@@ -19,6 +19,8 @@ public enum StoreError: Error, Equatable, CustomStringConvertible, LocalizedErro
     case fileUnreadable(path: String, reason: String)
     case fileOperationFailed(path: String, reason: String)
     case outsideHome(path: String, home: String)
+    /// Another process trains the subject (`TrainingLock`); `attempted` is what was refused.
+    case subjectBusy(name: String, attempted: String, pid: Int32, runID: Int64?)
 
     public var description: String {
         switch self {
@@ -52,6 +54,10 @@ public enum StoreError: Error, Equatable, CustomStringConvertible, LocalizedErro
             return "\(path): \(reason). Check free disk space and permissions of the data directory; nothing was changed."
         case .outsideHome(let path, let home):
             return "\(path) is outside the data directory \(home); the store only records files inside it."
+        case .subjectBusy(let name, let attempted, let pid, let runID):
+            let who = (runID.map { "run \($0)" } ?? "a training run") + (pid > 0 ? " (process \(pid))" : "")
+            let stop = pid > 0 ? "press Ctrl-C in its terminal or run `kill -INT \(pid)`" : "press Ctrl-C in its terminal"
+            return "cannot \(attempted) \(name): it is being trained by \(who). Wait for the run to finish, or stop it (\(stop); it saves a checkpoint, and `koalabooth train \(name) --resume` continues it later)."
         }
     }
 

@@ -371,9 +371,12 @@ public final class SubjectStore: Sendable {
 
     /// Deletes a subject with its photos, runs, checkpoints and generations, rows and
     /// files. Its directory is moved aside first and moved back if the delete does not
-    /// commit.
+    /// commit. Throws `subjectBusy` while a process trains the subject (`TrainingLock`).
     public func deleteSubject(named name: String) throws {
         let subject = try requireSubject(named: name)
+        let lock = try TrainingLock.acquire(subject: subject, in: self, attempted: "delete")
+        // A failed delete leaves no lock file behind either.
+        defer { lock.releaseAndRemove() }
         let dir = subjectDirectory(subjectID: subject.id!)
         // Files recorded outside the subject's directory go too (after the commit).
         let outside = try recordedFiles(subjectID: subject.id!).filter { !$0.hasPrefix("subjects/\(subject.id!)/") }
@@ -636,7 +639,7 @@ public final class SubjectStore: Sendable {
     }
 
     /// rename(2): atomic, and replaces a stale file of the same name left by a crash.
-    private func move(_ from: URL, to: URL) throws {
+    func move(_ from: URL, to: URL) throws {
         if rename(from.path, to.path) != 0 {
             throw StoreError.fileOperationFailed(path: from.path, reason: "cannot move it to \(to.path): \(String(cString: strerror(errno)))")
         }

@@ -85,13 +85,17 @@ public final class DreamBoothTrainer {
     let prior: PriorPreservation?
     /// Notes about recipe keys this trainer approximates (shown to the user).
     public private(set) var notes: [String] = []
+    /// Draws the `[validation]` images; nil without validation prompts.
+    public private(set) var validator: ValidationSampler?
 
     /// Loads the diffusers folder at `modelPath` and caches the training inputs.
     ///
-    /// - Parameter classImages: where prior preservation caches its class images (needed
-    ///   when `prior.enabled`; missing ones are generated here by the base model).
+    /// - Parameters:
+    ///   - classImages: where prior preservation caches its class images (needed when
+    ///     `prior.enabled`; missing ones are generated here by the base model).
+    ///   - validation: the recipe's validation prompts with the subject's words filled in.
     public init(recipe: TrainingRecipe, modelPath: String, images: [TrainingImage], instancePrompt: String,
-                classImages: ClassImageRequest? = nil) throws {
+                classImages: ClassImageRequest? = nil, validation: ValidationTexts? = nil) throws {
         guard recipe.model.train == .lora else {
             throw TrainingError("model.train = \"full\" is not supported by this trainer yet; use model.train = \"lora\"")
         }
@@ -103,7 +107,6 @@ public final class DreamBoothTrainer {
         }
         guard !images.isEmpty else { throw TrainingError("no training photos; add some with `koalabooth subject add`") }
         self.recipe = recipe
-        if !recipe.validation.prompts.isEmpty && recipe.validation.every > 0 { notes.append("validation images are not drawn yet") }
 
         let pipeline = try StableDiffusionXLPipeline.load(from: modelPath)
         unet = pipeline.unet
@@ -128,8 +131,11 @@ public final class DreamBoothTrainer {
         prior = try classImages.map {
             try PriorPreservation(recipe: recipe, request: $0, buckets: Set(instance.buckets), pixelMultiple: multiple, pipeline: pipeline)
         }
-        // The pipeline (and with it the VAE and text encoders) is released when `init` returns:
-        // only the U-Net is kept.
+        if let validation, !validation.prompts.isEmpty {
+            validator = try ValidationSampler(recipe: recipe, texts: validation, pipeline: pipeline)
+        }
+        // The pipeline (and with it the VAE encoder and the text encoders) is released when
+        // `init` returns: only the U-Net and, for validation, the VAE decoder are kept.
         let l = recipe.model.lora
         var targets: [String] = []
         for t in l.targets {
@@ -274,6 +280,9 @@ public final class DreamBoothTrainer {
     ///     its adapters, optimizer state and random streams.
     ///   - progress: called after every `train.log_every`-th step and the last one.
     ///   - checkpointSaved: called after each checkpoint is written (to record it).
+    ///   - checkpointExpired: called for each older checkpoint that `checkpoint.keep_last`
+    ///     retires, after the newer one was saved; it must delete the files (and records).
+    ///   - validationImage: called with each validation image, after the step's checkpoint.
     ///   - shouldStop: polled after every step; when true, a checkpoint of that step is
     ///     saved and `TrainingInterrupted` thrown.
     /// - Returns: the state of the last checkpoint.
@@ -281,6 +290,8 @@ public final class DreamBoothTrainer {
     public func train(directory: URL, resumeFrom: URL? = nil,
                       progress: (TrainingProgress) throws -> Void = { _ in },
                       checkpointSaved: (TrainingCheckpointFiles) throws -> Void = { _ in },
+                      checkpointExpired: (ExpiredCheckpoint) throws -> Void = CheckpointRetention.deleteFiles,
+                      validationImage: (ValidationImage) throws -> Void = { _ in },
                       shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
         let total = recipe.train.maxSteps
         let accumulation = recipe.train.gradientAccumulation
@@ -356,6 +367,12 @@ public final class DreamBoothTrainer {
                 let (files, saved) = try saveCheckpoint(state, optimizer: optimizer, directory: directory)
                 last = saved
                 try checkpointSaved(files)
+                if let keep = recipe.checkpoint.keepLast {
+                    for old in CheckpointRetention.expired(in: directory, keep: keep) where old.step != step { try checkpointExpired(old) }
+                }
+            }
+            if !stopping, let validator, validator.isDue(step: step, totalSteps: total) {
+                try drawValidation(step: step, validationImage)
             }
             if stopping { throw TrainingInterrupted(step: step) }
         }
@@ -386,22 +403,18 @@ public final class DreamBoothTrainer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(state).write(to: stateURL, options: .atomic)
-        pruneCheckpoints(in: directory, keeping: state.step)
         return (TrainingCheckpointFiles(step: state.step, lora: state.loraFile.map(directory.appendingPathComponent),
                                         kohya: state.kohyaFile.map(directory.appendingPathComponent),
                                         optimizerState: directory.appendingPathComponent(state.optimizerFile), state: stateURL), state)
     }
 
-    /// `checkpoint.keep_last`: older checkpoints lose their optimizer and resume state
-    /// (the large, resume-only files); their LoRA files stay, since the store records them.
-    private func pruneCheckpoints(in directory: URL, keeping step: Int) {
-        guard let keep = recipe.checkpoint.keepLast, keep > 0 else { return }
-        let states = Self.checkpointStates(in: directory)
-        for (oldStep, url) in states.dropLast(keep) where oldStep != step {
-            let tag = String(format: "step%06d", oldStep)
-            try? FileManager.default.removeItem(at: url)
-            try? FileManager.default.removeItem(at: directory.appendingPathComponent("optimizer-\(tag).safetensors"))
-        }
+    /// Draws the validation images with the adapters as trained so far (dropout off).
+    public func drawValidation(step: Int, _ body: (ValidationImage) throws -> Void) throws {
+        guard let validator else { return }
+        let wasTraining = lora.training
+        lora.training = false
+        defer { lora.training = wasTraining }
+        try validator.draw(unet: unet, step: step, body)
     }
 
     /// The resume states in a run directory, oldest first.

@@ -1,0 +1,75 @@
+import Foundation
+import KoalaDiffusion
+import KoalaImageIO
+import KoalaStore
+import KoalaTraining
+
+/// What `train` keeps in the store besides progress: the checkpoints it saves and
+/// retires (`checkpoint.keep_last`) and its validation images.
+final class TrainingRecorder {
+    let store: SubjectStore
+    let subject: Subject
+    let runID: Int64
+    let runDirectory: URL
+    let modelPath: String
+    let keepLast: Int?
+    /// The store ids of this run's checkpoints by step, to link validation images.
+    private var checkpointIDs: [Int: Int64] = [:]
+
+    init(store: SubjectStore, subject: Subject, runID: Int64, runDirectory: URL, modelPath: String, keepLast: Int?) throws {
+        self.store = store
+        self.subject = subject
+        self.runID = runID
+        self.runDirectory = runDirectory
+        self.modelPath = modelPath
+        self.keepLast = keepLast
+        for c in try store.checkpoints(runID: runID) { checkpointIDs[c.step] = c.id }
+    }
+
+    var validationDirectory: URL { runDirectory.appendingPathComponent("validation") }
+
+    func checkpointSaved(_ files: TrainingCheckpointFiles) throws {
+        let c = try store.addCheckpoint(runID: runID, step: files.step, kind: .lora, file: files.primaryLoRA)
+        checkpointIDs[files.step] = c.id
+        print("checkpoint step \(files.step): \(files.primaryLoRA.path)")
+    }
+
+    /// Deletes a retired checkpoint's files and rows together.
+    func checkpointExpired(_ old: ExpiredCheckpoint) throws {
+        let rows = try store.checkpoints(runID: runID).filter { $0.step == old.step }
+        try store.deleteCheckpoints(rows, files: old.files)
+        checkpointIDs[old.step] = nil
+        print("removed checkpoint step \(old.step) (checkpoint.keep_last = \(keepLast.map(String.init) ?? "-"))")
+    }
+
+    /// Writes a validation image as a PNG with `generate`'s text chunks (plus run and
+    /// step) and records it as a generation of the subject.
+    func validationImage(_ image: ValidationImage) throws {
+        try FileManager.default.createDirectory(at: validationDirectory, withIntermediateDirectories: true)
+        let url = validationDirectory.appendingPathComponent(image.fileName)
+        let p = image.parameters
+        let rgb = RGBImage(planarFloats: image.pixels, width: image.width, height: image.height)
+        try rgb.writePNG(path: url.path, text: Self.textChunks(image, model: modelPath, subject: subject.name, runID: runID))
+        _ = try store.addGeneration(Generation(subjectId: subject.id!, runId: runID, checkpointId: checkpointIDs[image.step],
+                                               prompt: p.prompt, negativePrompt: p.negativePrompt ?? "", seed: Int64(bitPattern: p.seed),
+                                               steps: p.steps, scheduler: p.scheduler.rawValue, guidanceScale: Double(p.guidance),
+                                               width: image.width, height: image.height, imagePath: try store.relativePath(of: url)))
+        print("validation step \(image.step): \(url.path) \"\(p.prompt)\"")
+        fflush(nil)
+    }
+
+    /// The keys `generate` writes, plus `run` and `step`.
+    static func textChunks(_ image: ValidationImage, model: String, subject: String, runID: Int64) -> [(key: String, value: String)] {
+        let p = image.parameters
+        var m: [String: String] = [
+            "prompt": p.prompt, "negative_prompt": p.negativePrompt ?? "", "seed": "\(p.seed)",
+            "steps": "\(p.steps)", "scheduler": p.scheduler.rawValue, "karras": "\(p.karras)",
+            "guidance": "\(p.guidance)", "guidance_rescale": "\(p.guidanceRescale)",
+            "width": "\(image.width)", "height": "\(image.height)", "count": "\(p.count)",
+            "rng": p.rng.rawValue, "model": model, "subject": subject, "run": "\(runID)", "step": "\(image.step)",
+            "software": "KoalaBooth \(KoalaBoothCommand.configuration.version)",
+        ]
+        if p.count > 1 { m["index"] = "\(image.imageIndex + 1) of \(p.count)" }
+        return m.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
+    }
+}
