@@ -8,11 +8,12 @@ import KoalaTraining
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "DreamBooth-train a subject (LoRA on the U-Net) from its photos.",
+        abstract: "DreamBooth-train a subject (LoRA, or the full U-Net) from its photos.",
         discussion: """
             Reads a TOML recipe (see recipes/README.md); --resolution, --max-steps, \
             --learning-rate, --rank and --seed override its keys. The run, its checkpoints \
-            (LoRA safetensors in diffusers format, kohya too when the recipe asks) and its \
+            (LoRA safetensors in diffusers format, kohya too when the recipe asks; diffusers \
+            `unet` folders for model.train = "full") and its \
             progress are recorded in the data directory; `koalabooth generate --subject NAME` \
             then draws with the newest checkpoint. Progress lines read \
             `step I/N loss L (smoothed S) lr R s/step T eta E peak-rss M`. \
@@ -86,7 +87,8 @@ struct TrainCommand: ParsableCommand {
             try store.updateRun(run)
             let elapsedBefore = run.elapsedSeconds
             let images = try loadImages(store, subject.id!, recipe)
-            print("run \(run.id!): \(images.count) photos, \(recipe.train.maxSteps) steps at \(recipe.data.resolution) px, LoRA rank \(recipe.model.lora.rank)")
+            let what = recipe.model.train == .full ? "full U-Net" : "LoRA rank \(recipe.model.lora.rank)" + (recipe.model.lora.textEncoders ? " (U-Net and text encoders)" : "")
+            print("run \(run.id!): \(images.count) photos, \(recipe.train.maxSteps) steps at \(recipe.data.resolution) px, \(what)")
             let trainer = try DreamBoothTrainer(recipe: recipe, modelPath: run.baseModelPath, images: images,
                                                 instancePrompt: recipe.data.instancePrompt(token: subject.token, className: subject.classNoun))
             for note in trainer.notes { Output.warn(note) }
@@ -104,8 +106,8 @@ struct TrainCommand: ParsableCommand {
                 run.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(began)
                 try store.updateRun(run)
             }, checkpointSaved: { files in
-                _ = try store.addCheckpoint(runID: run.id!, step: files.step, kind: .lora, file: files.primaryLoRA)
-                print("checkpoint step \(files.step): \(files.primaryLoRA.path)")
+                _ = try store.addCheckpoint(runID: run.id!, step: files.step, kind: files.unet == nil ? .lora : .full, file: files.recordedFile)
+                print("checkpoint step \(files.step): \((files.unet ?? files.primaryLoRA).path)")
             }, shouldStop: { stop.requested })
             print(String(format: "eval loss %.6f (after)", trainer.evaluationLoss()))
             run.status = .finished
