@@ -100,7 +100,8 @@ final class FullTrainTests: XCTestCase {
     }
 
     func testKilledFullRunResumesToTheSameResult() throws {
-        let base = ["--recipe", try fullRecipe, "--model", model, "--learning-rate", "1e-3", "--seed", "1", "--max-steps", "6"]
+        // Checkpoints at steps 3 and 4 (every = 3, and the end): killed after 3, one step resumed.
+        let base = ["--recipe", try fullRecipe, "--model", model, "--learning-rate", "1e-3", "--seed", "1", "--max-steps", "4"]
         let a = try CLI.run(["train", "robo"] + base, environment: env)
         XCTAssertEqual(a.status, 0, a.stderr)
         let store = try SubjectStore(home: home)
@@ -127,9 +128,9 @@ final class FullTrainTests: XCTestCase {
         let r = try CLI.run(["train", "robo", "--resume"], environment: env)
         XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
         XCTAssertTrue(r.stdout.contains("resuming run \(bID) from step 3"), r.stdout)
-        XCTAssertEqual(TrainTests.losses(r.stdout), Array(TrainTests.losses(a.stdout).suffix(3)))
+        XCTAssertEqual(TrainTests.losses(r.stdout), Array(TrainTests.losses(a.stdout).suffix(1)))
         let aDir = store.runDirectory(subjectID: subject.id!, runID: aRun.id!)
-        for file in ["unet-step000006/diffusion_pytorch_model.safetensors", "optimizer-step000006.safetensors"] {
+        for file in ["unet-step000004/diffusion_pytorch_model.safetensors", "unet-step000004/config.json", "optimizer-step000004.safetensors"] {
             XCTAssertEqual(try Data(contentsOf: aDir.appendingPathComponent(file)), try Data(contentsOf: bDir.appendingPathComponent(file)), file)
         }
         let b = try XCTUnwrap(store.run(id: bID))
