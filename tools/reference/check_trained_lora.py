@@ -42,7 +42,7 @@ def run(args, env):
 
 
 def diffusers_image(model, lora, a):
-    pipe = StableDiffusionXLPipeline.from_pretrained(model, torch_dtype=torch.float32)
+    pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=torch.float32)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     loaded = {}
