@@ -292,7 +292,12 @@ struct TrainedSubject {
         case .lora:
             do { try pipeline.applyLoRA(path: path, scale: scale) } catch let e as LoRAError { throw CLIError(e.description) }
         case .full:
-            let sd = try StateDict.load(directory: URL(fileURLWithPath: path), weightName: "diffusion_pytorch_model", variant: nil)
+            // The store records the weights file inside the checkpoint's `unet` folder.
+            var isDir: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+            guard exists else { throw CLIError("checkpoint \(path) is missing; `koalabooth doctor` checks the data directory") }
+            let folder = isDir.boolValue ? URL(fileURLWithPath: path) : URL(fileURLWithPath: path).deletingLastPathComponent()
+            let sd = try StateDict.load(directory: folder, weightName: "diffusion_pytorch_model", variant: nil)
             let report = try pipeline.unet.load(keys: sd.keys, sd.tensor)
             guard report.isExact else { throw CLIError("checkpoint \(path) does not fit the base model's U-Net:\n\(report)") }
         }

@@ -8,11 +8,12 @@ import KoalaTraining
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "DreamBooth-train a subject (LoRA on the U-Net) from its photos.",
+        abstract: "DreamBooth-train a subject (LoRA, or the full U-Net) from its photos.",
         discussion: """
             Reads a TOML recipe (see recipes/README.md); --resolution, --max-steps, \
             --learning-rate, --rank and --seed override its keys. The run, its checkpoints \
-            (LoRA safetensors in diffusers format, kohya too when the recipe asks) and its \
+            (LoRA safetensors in diffusers format, kohya too when the recipe asks; diffusers \
+            `unet` folders for model.train = "full") and its \
             progress are recorded in the data directory; `koalabooth generate --subject NAME` \
             then draws with the newest checkpoint. Progress lines read \
             `step I/N loss L (smoothed S) lr R s/step T eta E peak-rss M`. \
@@ -96,7 +97,8 @@ struct TrainCommand: ParsableCommand {
             try store.updateRun(run)
             let elapsedBefore = run.elapsedSeconds
             let images = try loadImages(store, subject.id!, recipe, modelPath: run.baseModelPath)
-            print("run \(run.id!): \(images.count) photos, \(recipe.train.maxSteps) steps at \(recipe.data.resolution) px, LoRA rank \(recipe.model.lora.rank)")
+            let what = recipe.model.train == .full ? "full U-Net" : "LoRA rank \(recipe.model.lora.rank)" + (recipe.model.lora.textEncoders ? " (U-Net and text encoders)" : "")
+            print("run \(run.id!): \(images.count) photos, \(recipe.train.maxSteps) steps at \(recipe.data.resolution) px, \(what)")
             print("buckets: \(DreamBoothDataset.summary(images))")
             let trainer = try DreamBoothTrainer(recipe: recipe, modelPath: run.baseModelPath, images: images,
                                                 instancePrompt: recipe.data.instancePrompt(token: subject.token, className: subject.classNoun),

@@ -29,9 +29,9 @@ final class TrainingRecorder {
     var validationDirectory: URL { runDirectory.appendingPathComponent("validation") }
 
     func checkpointSaved(_ files: TrainingCheckpointFiles) throws {
-        let c = try store.addCheckpoint(runID: runID, step: files.step, kind: .lora, file: files.primaryLoRA)
+        let c = try store.addCheckpoint(runID: runID, step: files.step, kind: files.unet == nil ? .lora : .full, file: files.recordedFile)
         checkpointIDs[files.step] = c.id
-        print("checkpoint step \(files.step): \(files.primaryLoRA.path)")
+        print("checkpoint step \(files.step): \((files.unet ?? files.primaryLoRA).path)")
     }
 
     /// Deletes a retired checkpoint's files and rows together.

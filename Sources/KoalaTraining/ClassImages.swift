@@ -82,11 +82,8 @@ public enum ClassImages {
 /// Prior preservation's training data: the class images encoded for every bucket the
 /// instance photos use (a micro-batch must be one shape), and the class prompt.
 struct PriorPreservation {
-    /// The class prompt. Its embeddings are cached below; a trainer that encodes prompts
-    /// every step (text-encoder LoRA) encodes this one instead.
+    /// The class prompt (encoded by the trainer's `TrainingPromptEncoder`).
     let prompt: String
-    let promptHidden: Tensor
-    let promptPooled: Tensor
     let examples: [AspectBucket: EncodedExamples]
     let weight: Float
 
@@ -103,10 +100,7 @@ struct PriorPreservation {
             let images = photos.map { TrainingImage(photo: $0, bucket: bucket, centerCrop: recipe.data.centerCrop, using: &rng) }
             examples[bucket] = EncodedExamples(images, vae: pipeline.vae, sampling: recipe.data.latents)
         }
-        let embeds = pipeline.encodePrompt([request.prompt])
         prompt = request.prompt
-        promptHidden = embeds.hiddenStates
-        promptPooled = embeds.pooled
         self.examples = examples
         weight = Float(recipe.prior.priorLossWeight)
     }

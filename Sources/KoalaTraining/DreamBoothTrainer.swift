@@ -27,12 +27,18 @@ public struct TrainingCheckpointFiles: Sendable {
     public let lora: URL?
     /// The kohya-format LoRA, when the recipe asks for it.
     public let kohya: URL?
+    /// The diffusers `unet` folder of a full fine-tuning run (then `lora` and `kohya` are nil).
+    public var unet: URL? = nil
     public let optimizerState: URL
     /// `TrainingCheckpointState` as JSON.
     public let state: URL
 
     /// The LoRA file a generator should load: diffusers when written, else kohya.
     public var primaryLoRA: URL { (lora ?? kohya)! }
+
+    /// The file to record in the store: the LoRA file, or the full checkpoint's weights
+    /// file inside its `unet` folder.
+    public var recordedFile: URL { unet.map { $0.appendingPathComponent(FullUNetWeights.weightsFile) } ?? primaryLoRA }
 }
 
 /// The step and randomness position saved beside each checkpoint, for `--resume`.
@@ -51,6 +57,8 @@ public struct TrainingCheckpointState: Codable, Sendable, Equatable {
     public var elapsedSeconds: Double
     public var loraFile: String?
     public var kohyaFile: String?
+    /// The diffusers `unet` folder of a full fine-tuning checkpoint.
+    public var unetFolder: String? = nil
     public var optimizerFile: String
 }
 
@@ -66,21 +74,27 @@ public struct TrainingError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// DreamBooth LoRA training of an SDXL-family U-Net on cached latents and prompt embeddings.
+/// DreamBooth training of an SDXL-family U-Net on cached latents: LoRA adapters
+/// (optionally on both text encoders too) or every U-Net weight (`model.train = "full"`).
 ///
-/// `init` loads the model, encodes the photos once with the VAE and the instance prompt
-/// once with both text encoders, and attaches LoRA adapters to the U-Net; `train` runs
-/// the optimizer loop, calling back with progress and after every checkpoint.
+/// `init` loads the model, encodes the photos once with the VAE, and either caches the
+/// instance prompt's embeddings or keeps the text encoders with adapters
+/// (`TrainingPromptEncoder`); `train` runs the optimizer loop, calling back with progress
+/// and after every checkpoint.
 public final class DreamBoothTrainer {
     public let recipe: TrainingRecipe
     public let unet: UNet2DConditionModel
-    public let lora: LoRANetwork
+    /// The U-Net's adapters; nil when the whole U-Net is trained.
+    public let lora: LoRANetwork?
+    /// What the optimizer updates and checkpoints save.
+    public let weights: any TrainedWeights
+    /// The prompts' conditioning, cached or encoded each step through trained encoders.
+    public let prompts: TrainingPromptEncoder
+    public let instancePrompt: String
     public let noiseSchedule: NoiseSchedule
     public let predictionType: PredictionType
     /// The photos' cached latents, micro-conditioning and buckets.
     let instance: EncodedExamples
-    private let promptHidden: Tensor
-    private let promptPooled: Tensor
     /// Class images and prompt when `prior.enabled`.
     let prior: PriorPreservation?
     /// Notes about recipe keys this trainer approximates (shown to the user).
@@ -96,20 +110,16 @@ public final class DreamBoothTrainer {
     ///   - validation: the recipe's validation prompts with the subject's words filled in.
     public init(recipe: TrainingRecipe, modelPath: String, images: [TrainingImage], instancePrompt: String,
                 classImages: ClassImageRequest? = nil, validation: ValidationTexts? = nil) throws {
-        guard recipe.model.train == .lora else {
-            throw TrainingError("model.train = \"full\" is not supported by this trainer yet; use model.train = \"lora\"")
-        }
         guard !recipe.prior.enabled || classImages != nil else {
             throw TrainingError("prior.enabled = true needs a class-image folder (ClassImageRequest)")
-        }
-        guard !recipe.model.lora.textEncoders else {
-            throw TrainingError("model.lora.text_encoders = true is not supported yet; set it to false")
         }
         guard !images.isEmpty else { throw TrainingError("no training photos; add some with `koalabooth subject add`") }
         self.recipe = recipe
 
         let pipeline = try StableDiffusionXLPipeline.load(from: modelPath)
         unet = pipeline.unet
+        unet.gradientCheckpointing = recipe.model.gradientCheckpointing
+        self.instancePrompt = instancePrompt
         noiseSchedule = NoiseSchedule(config: pipeline.schedulerConfig)
         predictionType = recipe.train.predictionType ?? pipeline.schedulerConfig.predictionType
         guard predictionType != .sample else {
@@ -125,18 +135,27 @@ public final class DreamBoothTrainer {
         }
         let instance = EncodedExamples(images, vae: pipeline.vae, sampling: recipe.data.latents)
         self.instance = instance
-        let embeds = pipeline.encodePrompt([instancePrompt])
-        promptHidden = embeds.hiddenStates
-        promptPooled = embeds.pooled
-        prior = try classImages.map {
+        let prior = try classImages.map {
             try PriorPreservation(recipe: recipe, request: $0, buckets: Set(instance.buckets), pixelMultiple: multiple, pipeline: pipeline)
         }
+        self.prior = prior
         if let validation, !validation.prompts.isEmpty {
             validator = try ValidationSampler(recipe: recipe, texts: validation, pipeline: pipeline)
         }
-        // The pipeline (and with it the VAE encoder and the text encoders) is released when
-        // `init` returns: only the U-Net and, for validation, the VAE decoder are kept.
+        // The pipeline (and with it the VAE encoder, and the text encoders unless they are
+        // trained) is released when `init` returns: only the U-Net and, for validation, the
+        // VAE decoder are kept.
         let l = recipe.model.lora
+        let loraConfig = LoRAConfig(rank: l.rank, alpha: Float(l.effectiveAlpha), dropout: Float(l.dropout))
+        let trainTextEncoders = recipe.model.train == .lora && l.textEncoders
+        prompts = try TrainingPromptEncoder(pipeline: pipeline, prompts: [instancePrompt] + (prior.map { [$0.prompt] } ?? []), lora: trainTextEncoders ? loraConfig : nil,
+                                            seed: recipe.train.seed)
+        if recipe.model.train == .full {
+            let config = try Data(contentsOf: PipelineFolder(path: modelPath).directory("unet").appendingPathComponent("config.json"))
+            lora = nil
+            weights = FullUNetWeights(unet: unet, configJSON: config)
+            return
+        }
         var targets: [String] = []
         for t in l.targets {
             switch t {
@@ -145,9 +164,12 @@ public final class DreamBoothTrainer {
             case .resnetConvs: targets += LoRAConfig.resnetConvTargets
             }
         }
-        lora = try LoRANetwork(attachingTo: pipeline.unet, component: "unet",
-                               config: LoRAConfig(rank: l.rank, alpha: Float(l.effectiveAlpha), dropout: Float(l.dropout), targetModules: targets),
-                               seed: recipe.train.seed)
+        let unetLoRA = try LoRANetwork(attachingTo: pipeline.unet, component: "unet",
+                                       config: LoRAConfig(rank: loraConfig.rank, alpha: loraConfig.alpha, dropout: loraConfig.dropout,
+                                                          targetModules: targets),
+                                       seed: recipe.train.seed)
+        lora = unetLoRA
+        weights = LoRAWeights(networks: [unetLoRA] + prompts.loraNetworks, format: recipe.checkpoint.format)
     }
 
     /// The image flipped left to right. Its crop is then the mirrored window of the flipped
@@ -229,15 +251,17 @@ public final class DreamBoothTrainer {
         let noisy = noiseSchedule.addNoise(original: m.latents, noise: m.noise, timesteps: m.timesteps)
         let target = predictionType == .vPrediction
             ? noiseSchedule.velocity(sample: m.latents, noise: m.noise, timesteps: m.timesteps) : m.noise
-        var hiddenRows = Array(repeating: promptHidden, count: n), pooledRows = Array(repeating: promptPooled, count: n)
+        weights.reseedDropout(m.dropoutSeed)
+        let prompt = prompts.embeddings(for: instancePrompt)
+        var hiddenRows = Array(repeating: prompt.hidden, count: n), pooledRows = Array(repeating: prompt.pooled, count: n)
         if n < b, let prior {
-            // Class rows: the class prompt's cached embeddings.
-            hiddenRows += Array(repeating: prior.promptHidden, count: b - n)
-            pooledRows += Array(repeating: prior.promptPooled, count: b - n)
+            // Class rows: the class prompt's conditioning.
+            let c = prompts.embeddings(for: prior.prompt)
+            hiddenRows += Array(repeating: c.hidden, count: b - n)
+            pooledRows += Array(repeating: c.pooled, count: b - n)
         }
-        let hidden = b == 1 ? promptHidden : Tensor.cat(hiddenRows, dim: 0)
-        let pooled = b == 1 ? promptPooled : Tensor.cat(pooledRows, dim: 0)
-        lora.reseedDropout(m.dropoutSeed)
+        let hidden = b == 1 ? prompt.hidden : Tensor.cat(hiddenRows, dim: 0)
+        let pooled = b == 1 ? prompt.pooled : Tensor.cat(pooledRows, dim: 0)
         let pred = unet(sample: noisy, timestep: m.timesteps.map(Float.init), encoderHiddenStates: hidden,
                         textEmbeds: pooled, timeIds: m.timeIds)
         let perExample = pred.mseLoss(target, reduction: .none).reshape([b, -1]).mean(dim: 1)
@@ -254,9 +278,9 @@ public final class DreamBoothTrainer {
     /// per-step loss, whose random timesteps make it jump.
     public func evaluationLoss(timestepsPerImage: Int = 4) -> Double {
         noGrad {
-            let wasTraining = lora.training
-            lora.training = false
-            defer { lora.training = wasTraining }
+            let wasTraining = weights.training
+            weights.training = false
+            defer { weights.training = wasTraining }
             var g = RandomGenerator(seed: 0xE7A1)
             let n = noiseSchedule.numTrainTimesteps
             var total = 0.0, count = 0
@@ -295,7 +319,7 @@ public final class DreamBoothTrainer {
                       shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
         let total = recipe.train.maxSteps
         let accumulation = recipe.train.gradientAccumulation
-        let params = lora.parameters
+        let params = weights.parameters
         let optimizer = recipe.optim.makeOptimizer()
         let schedule = recipe.optim.schedule(totalSteps: total)
         let smoothing = recipe.train.lossSmoothing
@@ -312,8 +336,7 @@ public final class DreamBoothTrainer {
                 throw TrainingError("\(resumeFrom.path) was saved with seed \(state.seed) (rng \(state.rng)); resume with the same recipe and --seed")
             }
             let dir = resumeFrom.deletingLastPathComponent()
-            guard let file = state.loraFile ?? state.kohyaFile else { throw TrainingError("\(resumeFrom.path) names no LoRA file") }
-            try LoRAFile.load(dir.appendingPathComponent(file).path, into: [lora])
+            try weights.load(state, from: dir)
             try optimizer.load(stateDict: OptimizerState.load(from: dir.appendingPathComponent(state.optimizerFile).path))
             for _ in 0..<(state.rngReplaySteps * accumulation) { _ = drawMicroBatch(&r) }
             start = state.step
@@ -323,7 +346,7 @@ public final class DreamBoothTrainer {
             elapsedBefore = state.elapsedSeconds
         }
 
-        lora.training = true
+        weights.training = true
         let began = Date()
         var last: TrainingCheckpointState?
         var step = start
@@ -376,7 +399,7 @@ public final class DreamBoothTrainer {
             }
             if stopping { throw TrainingInterrupted(step: step) }
         }
-        lora.training = false
+        weights.training = false
         if let last { return last }
         // Resumed at the end already: nothing new to save.
         return TrainingCheckpointState(step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue,
@@ -388,15 +411,7 @@ public final class DreamBoothTrainer {
                                 directory: URL) throws -> (TrainingCheckpointFiles, TrainingCheckpointState) {
         var state = state
         let tag = String(format: "step%06d", state.step)
-        let format = recipe.checkpoint.format
-        if format != .kohya {
-            state.loraFile = "lora-\(tag).safetensors"
-            try LoRAFile.write([lora], to: directory.appendingPathComponent(state.loraFile!).path, format: .diffusers)
-        }
-        if format != .diffusers {
-            state.kohyaFile = "lora-\(tag).kohya.safetensors"
-            try LoRAFile.write([lora], to: directory.appendingPathComponent(state.kohyaFile!).path, format: .kohya)
-        }
+        try weights.save(tag: tag, into: directory, state: &state)
         state.optimizerFile = "optimizer-\(tag).safetensors"
         try optimizer.stateDict().save(to: directory.appendingPathComponent(state.optimizerFile).path)
         let stateURL = directory.appendingPathComponent("state-\(tag).json")
@@ -405,16 +420,25 @@ public final class DreamBoothTrainer {
         try encoder.encode(state).write(to: stateURL, options: .atomic)
         return (TrainingCheckpointFiles(step: state.step, lora: state.loraFile.map(directory.appendingPathComponent),
                                         kohya: state.kohyaFile.map(directory.appendingPathComponent),
+                                        unet: state.unetFolder.map(directory.appendingPathComponent),
                                         optimizerState: directory.appendingPathComponent(state.optimizerFile), state: stateURL), state)
     }
 
-    /// Draws the validation images with the adapters as trained so far (dropout off).
+    /// Draws the validation images with the weights as trained so far (dropout off);
+    /// trained text encoders encode the prompts anew.
     public func drawValidation(step: Int, _ body: (ValidationImage) throws -> Void) throws {
         guard let validator else { return }
-        let wasTraining = lora.training
-        lora.training = false
-        defer { lora.training = wasTraining }
-        try validator.draw(unet: unet, step: step, body)
+        let wasTraining = weights.training
+        weights.training = false
+        defer { weights.training = wasTraining }
+        let fresh = !prompts.trainsTextEncoders ? nil : noGrad {
+            ValidationPrompt.encode(validator.prompts.map(\.prompt), negativePrompt: validator.prompts.first?.negativePrompt,
+                                    forceZerosForEmptyPrompt: validator.forceZerosForEmptyPrompt) { texts in
+                let e = prompts.embeddings(for: texts[0])
+                return PromptEmbeddings(hiddenStates: e.hidden, pooled: e.pooled)
+            }
+        }
+        try validator.draw(unet: unet, step: step, prompts: fresh, body)
     }
 
     /// The resume states in a run directory, oldest first.

@@ -93,6 +93,8 @@ public final class ValidationSampler {
     public let decoder: LatentDecoder
     /// The prompts with their embeddings, encoded by the base model's text encoders.
     public let prompts: [ValidationPrompt]
+    /// The model's `force_zeros_for_empty_prompt`, for re-encoding `prompts`.
+    public let forceZerosForEmptyPrompt: Bool
 
     /// Encodes `texts` with `pipeline`'s text encoders and keeps its VAE decoder.
     public init(recipe: TrainingRecipe, texts: ValidationTexts, pipeline: StableDiffusionXLPipeline) throws {
@@ -103,6 +105,7 @@ public final class ValidationSampler {
         decoder = LatentDecoder(pipeline.vae)
         // The size checks of `generate`, so a bad resolution fails before training starts.
         _ = try pipeline.latentShape(width: resolution, height: resolution, count: recipe.validation.imagesPerPrompt)
+        forceZerosForEmptyPrompt = pipeline.forceZerosForEmptyPrompt
         prompts = ValidationPrompt.encode(texts.prompts, negativePrompt: texts.negativePrompt,
                                           forceZerosForEmptyPrompt: pipeline.forceZerosForEmptyPrompt, with: pipeline.encodePrompt)
     }
