@@ -1,6 +1,7 @@
 import Foundation
 import KoalaImageIO
 import KoalaStore
+import KoalaTensor
 import XCTest
 
 /// `train`'s validation images, `checkpoint.keep_last` and the training lock, through
@@ -113,6 +114,42 @@ final class TrainValidationTests: XCTestCase {
                              "--steps", "4", "--seed", "0", "--width", "64", "--height", "64", "--output", base])
         XCTAssertEqual(b.status, 0, b.stderr)
         XCTAssertGreaterThan(Self.maxDifference(validation, try RGBImage.load(path: base)), 8)
+    }
+
+    /// Text-encoder LoRA with prior preservation: the class prompt goes through the
+    /// trained encoders too, and the final validation image is drawn with them, so it
+    /// equals `generate` with the run's LoRA file (which merges the encoder adapters).
+    func testTextEncoderLoRAWithPriorValidatesThroughTheTrainedEncoders() throws {
+        let path = try recipe([("targets = [\"attention\"]", "targets = [\"attention\"]\ntext_encoders = true"),
+                               ("enabled = false", "enabled = true\nnum_class_images = 1\ngeneration_steps = 2"),
+                               ("every = 15", "every = 0")])
+        let r = try CLI.run(["train", "robo", "--recipe", path, "--model", model, "--max-steps", "6", "--learning-rate", "3e-2", "--seed", "1"],
+                            environment: env)
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        XCTAssertTrue(r.stdout.contains("text encoders"), r.stdout)
+        let store = try SubjectStore(home: home)
+        let subject = try XCTUnwrap(store.subject(named: "robo"))
+        let run = try XCTUnwrap(store.runs(subjectID: subject.id!).first)
+        let runDir = store.runDirectory(subjectID: subject.id!, runID: run.id!)
+        let lora = runDir.appendingPathComponent("lora-step000006.safetensors").path
+        let validation = try RGBImage.load(path: runDir.appendingPathComponent("validation/step000006-p1-1.png").path)
+
+        func draw(_ extra: [String], _ name: String) throws -> RGBImage {
+            let out = dir.appendingPathComponent(name).path
+            let g = try CLI.run(["generate", "--model", model, "--prompt", "a photo of sks toy on the beach",
+                                 "--steps", "4", "--seed", "0", "--width", "64", "--height", "64", "--output", out] + extra)
+            XCTAssertEqual(g.status, 0, g.stderr)
+            return try RGBImage.load(path: out)
+        }
+        XCTAssertLessThanOrEqual(Self.maxDifference(validation, try draw(["--lora", lora], "lora.png")), 2)
+        // Without the encoder adapters the image differs: validation did use them.
+        let unetOnly = dir.appendingPathComponent("unet-only.safetensors").path
+        let file = try SafeTensorsFile(path: lora)
+        let kept = file.names.filter { $0.hasPrefix("unet.") }
+        XCTAssertLessThan(kept.count, file.names.count)
+        try SafeTensors.write(Dictionary(uniqueKeysWithValues: try kept.map { ($0, try file.tensor($0)) }), to: unetOnly,
+                              metadata: file.metadata)
+        XCTAssertGreaterThan(Self.maxDifference(validation, try draw(["--lora", unetOnly], "unet-only.png")), 2)
     }
 
     func testKilledRunResumesAfterKeepLastPruned() throws {
