@@ -57,7 +57,7 @@ let package = Package(
         ),
         .executableTarget(name: "koalabooth", dependencies: ["KoalaCLI"]),
         // Benchmarks (`just bench`): release build only.
-        .executableTarget(name: "KoalaBench", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor"], swiftSettings: fastSwift),
+        .executableTarget(name: "KoalaBench", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor", "KoalaTraining"], swiftSettings: fastSwift),
 
         // Tests. Fixtures (reference data from tools/reference/) live in Tests/Fixtures.
         .target(name: "KoalaTestSupport", dependencies: ["KoalaTensor"], path: "Tests/KoalaTestSupport"),

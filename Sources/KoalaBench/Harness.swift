@@ -1,4 +1,5 @@
 import Foundation
+import KoalaTensor
 
 /// One benchmark: `prepare` builds inputs once and returns the timed closure.
 /// `flops` is the work of one run (nil where a FLOP count is not meaningful).
@@ -27,15 +28,48 @@ struct BenchCase {
     }
 }
 
-struct BenchResult: Codable {
+struct BenchResult: Encodable {
     let name: String
     let seconds: Double
     let gflops: Double?
     /// Peak resident memory of the process that ran the case (isolated cases only).
     var peakRSSMiB: Double?
     var torchSeconds: Double?
+    var torchGflops: Double?
     var torchPeakRSSMiB: Double?
     var ratio: Double? { torchSeconds.map { seconds / $0 } }
+
+    enum CodingKeys: String, CodingKey {
+        case name, seconds, gflops, peakRSSMiB, torchSeconds, torchGflops, torchPeakRSSMiB, ratio
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(seconds, forKey: .seconds)
+        try c.encodeIfPresent(gflops, forKey: .gflops)
+        try c.encodeIfPresent(peakRSSMiB, forKey: .peakRSSMiB)
+        try c.encodeIfPresent(torchSeconds, forKey: .torchSeconds)
+        try c.encodeIfPresent(torchGflops, forKey: .torchGflops)
+        try c.encodeIfPresent(torchPeakRSSMiB, forKey: .torchPeakRSSMiB)
+        try c.encodeIfPresent(ratio, forKey: .ratio)
+    }
+}
+
+/// `--json` output: the machine's state around the run and the results.
+struct BenchReport: Encodable {
+    let threads: Int
+    /// /proc/loadavg's 1, 5 and 15 minute averages before the first case and after the
+    /// last: other work on the machine inflates every time, both sides alike.
+    let loadBefore: [Double]
+    let loadAfter: [Double]
+    let results: [BenchResult]
+}
+
+/// The 1, 5 and 15 minute load averages (empty where /proc/loadavg is missing).
+func loadAverage() -> [Double] {
+    guard let s = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return [] }
+    return s.split(separator: " ").prefix(3).compactMap { Double($0) }
 }
 
 /// What a child process (`KoalaBench --case NAME`, `torch_ops.py --isolated NAME`)
@@ -64,14 +98,18 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 enum Harness {
     /// Groups that run when no filter is given.
     static let defaultGroups: Set<String> = ["kernels", "tiny"]
+    /// Groups too heavy for a shared machine: they run only when the filter is the group
+    /// name or the case's full name, never through `all` or a partial name.
+    static let onRequestGroups: Set<String> = ["koala1024"]
 
     /// The cases a command-line filter selects: none → the default groups; a group name
-    /// (or `all`) → that group; anything else → every case whose name contains it.
+    /// → that group; `all` → every case outside `onRequestGroups`; anything else → every
+    /// case whose name contains it (on-request cases only by their full name).
     static func select(_ cases: [BenchCase], filter: String?) -> [BenchCase] {
         guard let filter else { return cases.filter { defaultGroups.contains($0.group) } }
-        if filter == "all" { return cases }
         if cases.contains(where: { $0.group == filter }) { return cases.filter { $0.group == filter } }
-        return cases.filter { $0.name.contains(filter) }
+        if filter == "all" { return cases.filter { !onRequestGroups.contains($0.group) } }
+        return cases.filter { $0.name == filter || (!onRequestGroups.contains($0.group) && $0.name.contains(filter)) }
     }
 
     /// Median of the timed runs (see `BenchCase` for warm-up, `minTime`, `maxRuns`).
@@ -167,6 +205,7 @@ enum Harness {
 
     static func run(_ cases: [BenchCase], filter: String?, json: Bool) {
         let selected = select(cases, filter: filter)
+        let loadBefore = loadAverage()
         if selected.isEmpty { print("no benchmark matches \"\(filter ?? "")\" (try --help)") }
         var results: [BenchResult] = []
         func show(_ who: String, _ name: String, _ s: Double, _ rss: Double?) {
@@ -183,6 +222,10 @@ enum Harness {
         }
         let torch = torchTimes(selected.filter { !$0.isolated }.map(\.name))
         for i in results.indices { results[i].torchSeconds = torch[results[i].name] }
+        func torchGflops(_ name: String, _ seconds: Double?) -> Double? {
+            guard let seconds, let f = selected.first(where: { $0.name == name })?.flops else { return nil }
+            return f / seconds / 1e9
+        }
         // Model cases: KoalaBooth then PyTorch, each in a fresh process, one case at a time
         // (so the two never compete for the cores or memory).
         for c in selected where c.isolated {
@@ -195,27 +238,30 @@ enum Harness {
             }
             results.append(r)
         }
+        for i in results.indices { results[i].torchGflops = torchGflops(results[i].name, results[i].torchSeconds) }
+        let loadAfter = loadAverage()
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try! enc.encode(results), as: UTF8.self))
+            let report = BenchReport(threads: Parallel.threads, loadBefore: loadBefore, loadAfter: loadAfter, results: results)
+            print(String(decoding: try! enc.encode(report), as: UTF8.self))
             return
         }
         print("")
         let headers = ["KoalaBooth", "GFLOP/s", "PyTorch", "GFLOP/s", "ratio", "RSS MiB", "torch RSS"]
         print(pad("benchmark", 44) + headers.map { pad($0, 11, right: true) }.joined())
         for r in results {
-            let cflops = selected.first { $0.name == r.name }?.flops
-            var tg = "-"
-            if let t = r.torchSeconds, let f = cflops { tg = String(format: "%.1f", f / t / 1e9) }
             let cells = [String(format: "%.4fs", r.seconds), r.gflops.map { String(format: "%.1f", $0) } ?? "-",
-                         r.torchSeconds.map { String(format: "%.4fs", $0) } ?? "-", tg,
+                         r.torchSeconds.map { String(format: "%.4fs", $0) } ?? "-",
+                         r.torchGflops.map { String(format: "%.1f", $0) } ?? "-",
                          r.ratio.map { String(format: "%.2fx", $0) } ?? "-",
                          r.peakRSSMiB.map { String(format: "%.0f", $0) } ?? "-",
                          r.torchPeakRSSMiB.map { String(format: "%.0f", $0) } ?? "-"]
             print(pad(r.name, 44) + cells.map { pad($0, 11, right: true) }.joined())
         }
         print("ratio = KoalaBooth time / PyTorch time (lower is better; < 1 means KoalaBooth is faster)")
+        let fmt = { (l: [Double]) in l.map { String(format: "%.2f", $0) }.joined(separator: " ") }
+        print("load average (1/5/15 min): \(fmt(loadBefore)) before, \(fmt(loadAfter)) after")
         if results.contains(where: { $0.peakRSSMiB != nil }) {
             print("RSS = peak resident memory of the child process that ran the case (model and inputs included)")
         }

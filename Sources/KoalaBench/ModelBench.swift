@@ -2,9 +2,11 @@ import Foundation
 import KoalaDiffusion
 import KoalaModels
 import KoalaTensor
+import KoalaTraining
 
-/// Whole-model cases: the KOALA-700M U-Net at 512 px (forward, frozen-base step, full
-/// training step) and text-to-image with the tiny and KOALA-700M pipelines. Each runs
+/// Whole-model cases: the KOALA-700M U-Net at 512 px (forward, LoRA training step, full
+/// training step with 8-bit Adam, with and without gradient checkpointing; the
+/// checkpointed full step also at 1024 px) and text-to-image with the tiny and KOALA-700M pipelines. Each runs
 /// in a child process (peak RSS per case); tools/bench/torch_ops.py builds the same
 /// models in diffusers.
 enum ModelBench {
@@ -20,22 +22,12 @@ enum ModelBench {
                 let (m, inputs) = unetAndInputs()
                 return { _ = noGrad { m(inputs) } }
             },
-            // Frozen base (DreamBooth with LoRA): the backward pass carries gradients
-            // through every layer to the input but computes no weight gradients, about
-            // one more forward's work.
-            BenchCase(name: "\(unet) lora-step", flops: 2 * unetForwardFlops, group: "unet", minTime: 0, maxRuns: 1,
-                      isolated: true) {
-                let (m, inputs) = unetAndInputs()
-                m.setRequiresGrad(false)
-                inputs.sample.requiresGrad = true
-                return {
-                    inputs.sample.grad = nil
-                    m(inputs).mseLoss(inputs.target).backward()
-                    precondition(inputs.sample.grad != nil, "lora-step: no gradient reached the sample")
-                }
-            },
-            fullStep("\(unet) full-step", checkpointing: false),
-            fullStep("\(unet) full-step checkpointed", checkpointing: true),
+            loraStep("\(unet) lora-step"),
+            fullStep("\(unet) full-step", size: 512, checkpointing: false),
+            fullStep("\(unet) full-step checkpointed", size: 512, checkpointing: true),
+            // ~10 GB+ and minutes a step: only on request (`just bench koala1024`), no warm-up.
+            fullStep("unet koala-700m 1024 full-step checkpointed", size: 1024, checkpointing: true, group: "koala1024",
+                     warmup: false),
             BenchCase(name: "generate tiny 64px 25 steps cfg", flops: nil, group: "tiny", isolated: true) {
                 generate(preset: "tiny", dtype: .F32, size: 64)
             },
@@ -47,39 +39,89 @@ enum ModelBench {
         ]
     }
 
-    /// All weights trainable: forward and backward with weight gradients (about 3× the
-    /// forward). The checkpointed variant recomputes each block's forward during the
-    /// backward; its GFLOP/s counts the same model work, so the recomputation shows as a
-    /// lower rate.
-    static func fullStep(_ name: String, checkpointing: Bool) -> BenchCase {
-        BenchCase(name: name, flops: 3 * unetForwardFlops, group: "unet", minTime: 0, maxRuns: 1, isolated: true) {
-            let (m, inputs) = unetAndInputs()
+    /// KOALA-700M U-Net forward at 1024 px (128×128 latent), batch 1 (REFERENCE.md).
+    static let unetForwardFlops1024 = 2702e9
+
+    /// What recipes/koala-700m-lora-cpu.toml trains, one step: LoRA rank 8, alpha 8 on
+    /// the attention projections (to_q/k/v/out.0), forward + MSE + backward (input
+    /// gradients through the frozen layers after the first adapter, adapter weight
+    /// gradients), gradient clipping at norm 1 and a float32 AdamW step (lr 1e-4, weight
+    /// decay 1e-4) on the adapters. Counted as 2× the forward: the adapters add < 1%.
+    static func loraStep(_ name: String) -> BenchCase {
+        BenchCase(name: name, flops: 2 * unetForwardFlops, group: "unet", minTime: 0, maxRuns: 1, isolated: true) {
+            let (m, inputs) = unetAndInputs(size: 512)
+            let lora = try! LoRANetwork(attachingTo: m, component: "unet",
+                                        config: LoRAConfig(rank: 8, alpha: 8, targetModules: LoRAConfig.attentionTargets), seed: 0)
+            let params = lora.parameters
+            let optimizer = AdamW(learningRate: 1e-4, betas: (0.9, 0.999), eps: 1e-8, weightDecay: 1e-4)
+            return {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let loss = m(inputs).mseLoss(inputs.target)
+                loss.backward()
+                precondition(loss.item.isFinite && params.allSatisfy { $0.grad != nil }, "lora-step: no finite loss or no gradient")
+                let t1 = DispatchTime.now().uptimeNanoseconds
+                GradientClipping.clipGradNorm(params, maxNorm: 1)
+                optimizer.step(params)
+                optimizer.zeroGrad(params)
+                reportSplit(t0, t1)
+            }
+        }
+    }
+
+    /// Full fine-tuning as the KOALA paper's DreamBooth recipe: every weight trainable,
+    /// forward + MSE + backward with weight gradients, then a bitsandbytes-style 8-bit
+    /// Adam step (lr 5e-5) over all 782M parameters. Counted as 3× the forward (the
+    /// optimizer's few FLOPs per weight are left out); the checkpointed variant
+    /// recomputes each block's forward during the backward, which shows as a lower rate.
+    static func fullStep(_ name: String, size: Int, checkpointing: Bool, group: String = "unet",
+                         warmup: Bool = true) -> BenchCase {
+        let forward = size == 1024 ? unetForwardFlops1024 : unetForwardFlops
+        precondition(size == 512 || size == 1024, "fullStep: FLOPs are known for 512 and 1024 px only")
+        return BenchCase(name: name, flops: 3 * forward, group: group, warmup: warmup, minTime: 0, maxRuns: 1,
+                         isolated: true) {
+            let (m, inputs) = unetAndInputs(size: size)
             m.gradientCheckpointing = checkpointing
             m.setRequiresGrad(true)
             let params = m.namedParameters().map(\.1)
+            let optimizer = Adam8bit(learningRate: 5e-5)
             return {
-                for p in params { p.grad = nil }
-                m(inputs).mseLoss(inputs.target).backward()
-                precondition(params.allSatisfy { $0.grad != nil }, "full-step: a weight got no gradient")
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let loss = m(inputs).mseLoss(inputs.target)
+                loss.backward()
+                precondition(loss.item.isFinite && params.allSatisfy { $0.grad != nil }, "full-step: no finite loss or no gradient")
+                let t1 = DispatchTime.now().uptimeNanoseconds
+                optimizer.step(params)
+                optimizer.zeroGrad(params)
+                reportSplit(t0, t1)
             }
         }
+    }
+
+    /// Training steps tell where their time went (stderr, so it shows beside the
+    /// results): forward + backward from `t0` to `t1`, then the optimizer until now.
+    static func reportSplit(_ t0: UInt64, _ t1: UInt64) {
+        let t2 = DispatchTime.now().uptimeNanoseconds
+        FileHandle.standardError.write(Data(String(format: "    (forward+backward %.2f s, optimizer %.2f s)\n",
+                                                   Double(t1 - t0) / 1e9, Double(t2 - t1) / 1e9).utf8))
     }
 
     struct UNetInputs {
         let sample, encoderHiddenStates, textEmbeds, timeIds, target: Tensor
     }
 
-    /// The KOALA-700M U-Net with placeholder weights and 512 px SDXL inputs.
-    static func unetAndInputs() -> (UNet2DConditionModel, UNetInputs) {
+    /// The KOALA-700M U-Net with placeholder weights and SDXL inputs for a `size` px
+    /// square image (latent `size / 8`).
+    static func unetAndInputs(size: Int = 512) -> (UNet2DConditionModel, UNetInputs) {
         let config = UNet2DConditionConfig.koala700M
         let m = UNet2DConditionModel(config: config, init: .uninitialized())
         fillPlaceholderWeights(m)
         var g = RandomGenerator(seed: 0)
-        let inputs = UNetInputs(sample: Tensor.randn([1, 4, 64, 64], generator: &g),
+        let l = size / 8, s = Float(size)
+        let inputs = UNetInputs(sample: Tensor.randn([1, 4, l, l], generator: &g),
                                 encoderHiddenStates: Tensor.randn([1, 77, 2048], generator: &g),
                                 textEmbeds: Tensor.randn([1, 1280], generator: &g),
-                                timeIds: Tensor(shape: [1, 6], values: [512, 512, 0, 0, 512, 512]),
-                                target: Tensor.randn([1, 4, 64, 64], generator: &g))
+                                timeIds: Tensor(shape: [1, 6], values: [s, s, 0, 0, s, s]),
+                                target: Tensor.randn([1, 4, l, l], generator: &g))
         return (m, inputs)
     }
 

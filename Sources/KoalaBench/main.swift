@@ -9,17 +9,26 @@ let usage = """
 
     FILTER:
       (none)   tensor kernels (sgemm, conv2d, attention) and the tiny-pipeline generate
-      unet     KOALA-700M U-Net at 512 px: forward, frozen-base (LoRA) step, full training
-               step with and without gradient checkpointing (tens of seconds each, ~10 GB+)
+      unet     KOALA-700M U-Net at 512 px, batch 1: forward; LoRA training step (rank 8 on
+               the attention projections, AdamW, as recipes/koala-700m-lora-cpu.toml);
+               full training step with 8-bit Adam, with and without gradient
+               checkpointing (tens of seconds each, up to ~10 GB)
       koala    text-to-image with the KOALA-700M pipeline, 512 px, 25 steps (minutes; the
                first run writes a ~3 GB fp16 pipeline to .build-bench/koala-700m-fp16)
-      kernels, tiny, all   that group / every case
-      TEXT     any case whose name contains TEXT, e.g. "full-step", "sgemm"
+      koala1024  full training step at 1024 px, 8-bit Adam, gradient checkpointing (minutes
+               and ~10-20 GB per side: run it on a quiet machine)
+      kernels, tiny   that group
+      all      every case but koala1024
+      TEXT     any case whose name contains TEXT, e.g. "full-step", "sgemm" (koala1024
+               only by its group or full name)
 
     Model cases run in a child process each (KoalaBench --case NAME, and
     tools/bench/torch_ops.py --isolated NAME), so the reported peak RSS is that case's
     process: weights, activations and, for PyTorch, the torch runtime.
-    Set KB_PYTHON to choose the Python that has torch and diffusers.
+    Set KB_PYTHON to choose the Python that has torch and diffusers (and peft and
+    bitsandbytes for the training steps). --json prints {threads, loadBefore, loadAfter,
+    results: [{name, seconds, gflops, peakRSSMiB, torchSeconds, torchGflops,
+    torchPeakRSSMiB, ratio}]}.
     """
 
 var args = Array(CommandLine.arguments.dropFirst())

@@ -93,21 +93,30 @@ KOALA_700M = dict(
 KOALA_700M_PARAMS = 782_822_724
 
 
-def unet_case(mode):
-    """KOALA-700M U-Net, 512 px, batch 1: `forward` (no_grad), `lora-step` (frozen
-    weights, gradient to the sample only), `full-step` / `full-step-ckpt` (every weight
-    trainable, MSE loss backward, no optimizer)."""
+def unet_case(mode, size=512):
+    """KOALA-700M U-Net, batch 1, `size` px (latent size/8), the same work as
+    KoalaBench's ModelBench:
+    - `forward`: no_grad forward.
+    - `lora-step`: recipes/koala-700m-lora-cpu.toml's step: PEFT LoRA rank 8, alpha 8 on
+      to_q/to_k/to_v/to_out.0 (diffusers' add_adapter, PEFT's default init), MSE loss
+      backward, clip_grad_norm_(1.0), torch.optim.AdamW(lr 1e-4, weight decay 1e-4).
+    - `full-step` / `full-step-ckpt`: every weight trainable, MSE loss backward,
+      bitsandbytes.optim.Adam8bit(lr 5e-5) step (it runs on CPU tensors in
+      bitsandbytes 0.50: uint8 states, blockwise absmax); `-ckpt` with diffusers'
+      gradient checkpointing (non-reentrant torch.utils.checkpoint, so every weight
+      inside a checkpointed block still gets its gradient: asserted below)."""
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel(**KOALA_700M)
     n = sum(p.numel() for p in unet.parameters())
     assert n == KOALA_700M_PARAMS, f"KOALA-700M config drifted: {n} parameters"
     g = torch.Generator().manual_seed(0)
-    sample = torch.randn(1, 4, 64, 64, generator=g)
+    lat = size // 8
+    sample = torch.randn(1, 4, lat, lat, generator=g)
     ehs = torch.randn(1, 77, 2048, generator=g)
     cond = {"text_embeds": torch.randn(1, 1280, generator=g),
-            "time_ids": torch.tensor([[512.0, 512, 0, 0, 512, 512]])}
-    target = torch.randn(1, 4, 64, 64, generator=g)
+            "time_ids": torch.tensor([[float(size), size, 0, 0, size, size]])}
+    target = torch.randn(1, 4, lat, lat, generator=g)
 
     def forward():
         return unet(sample, 500, encoder_hidden_states=ehs, added_cond_kwargs=cond).sample
@@ -119,25 +128,38 @@ def unet_case(mode):
             with torch.no_grad():
                 forward()
         return run
+    unet.train()
     if mode == "lora-step":
+        from peft import LoraConfig
+
         unet.requires_grad_(False)
-        sample.requires_grad_(True)
+        unet.add_adapter(LoraConfig(r=8, lora_alpha=8, lora_dropout=0.0,
+                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        params = [p for p in unet.parameters() if p.requires_grad]
+        assert params and all("lora_" in k for k, p in unet.named_parameters() if p.requires_grad)
+        opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4)
+    else:
+        import bitsandbytes as bnb
 
-        def run():
-            sample.grad = None
-            F.mse_loss(forward(), target).backward()
-            assert sample.grad is not None
-        return run
-    unet.train()  # diffusers checkpoints only in training mode
-    if mode == "full-step-ckpt":
-        unet.enable_gradient_checkpointing()
-
-    params = list(unet.parameters())
+        if mode == "full-step-ckpt":
+            unet.enable_gradient_checkpointing()
+            assert unet.is_gradient_checkpointing
+        unet.requires_grad_(True)
+        params = list(unet.parameters())
+        opt = bnb.optim.Adam8bit(params, lr=5e-5)
 
     def run():
-        unet.zero_grad(set_to_none=True)
-        F.mse_loss(forward(), target).backward()
-        assert all(p.grad is not None for p in params), "full-step: a weight got no gradient"
+        t0 = time.perf_counter()
+        loss = F.mse_loss(forward(), target)
+        loss.backward()
+        assert torch.isfinite(loss) and all(p.grad is not None for p in params), f"{mode}: no finite loss or no gradient"
+        t1 = time.perf_counter()
+        if mode == "lora-step":
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        # Where the time went, beside the results (KoalaBench prints the same split).
+        print(f"    (forward+backward {t1 - t0:.2f} s, optimizer {time.perf_counter() - t1:.2f} s)", file=sys.stderr)
     return run
 
 
@@ -175,6 +197,7 @@ CASES = {
     "unet koala-700m 512 lora-step": lambda: unet_case("lora-step"),
     "unet koala-700m 512 full-step": lambda: unet_case("full-step"),
     "unet koala-700m 512 full-step checkpointed": lambda: unet_case("full-step-ckpt"),
+    "unet koala-700m 1024 full-step checkpointed": lambda: unet_case("full-step-ckpt", 1024),
     "generate tiny 64px 25 steps cfg": lambda: generate_case("tiny", None, 64),
     "generate koala-700m 512 25 steps cfg": lambda: generate_case("koala-700m-fp16", "fp16", 512),
 }
