@@ -7,40 +7,10 @@ import XCTest
 /// the tiny model through the executable: the loss falls, checkpoints are diffusers
 /// `unet` folders recorded as `.full`, `generate --subject` draws with them, the shipped
 /// paper recipe runs, and killed runs resume to the same result.
-final class FullTrainTests: XCTestCase {
-    var dir: URL!
-    var home: URL { dir.appendingPathComponent("home") }
-    var model: String { dir.appendingPathComponent("tiny").path }
-    var env: [String: String] { ["KOALABOOTH_HOME": home.path] }
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    override func setUpWithError() throws {
-        dir = try CLI.temporaryDirectory()
-        XCTAssertEqual(try CLI.run(["model", "init", "--preset", "tiny", "--seed", "0", "--out", model]).status, 0)
-        let photos = Self.root.appendingPathComponent("subjects/robot-toy")
-        let jpgs = try FileManager.default.contentsOfDirectory(atPath: photos.path).filter { $0.hasSuffix(".jpg") }.sorted()
-            .map { photos.appendingPathComponent($0).path }
-        let r = try CLI.run(["subject", "create", "robo", "--class", "toy", "--token", "sks"] + jpgs, environment: env)
-        XCTAssertEqual(r.status, 0, r.stderr)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
-
-    /// recipes/tiny.toml with `edits` applied (each `from` must occur in it).
-    func recipe(_ name: String, _ edits: [(String, String)]) throws -> String {
-        var text = try String(contentsOf: Self.root.appendingPathComponent("recipes/tiny.toml"), encoding: .utf8)
-        for (a, b) in edits {
-            XCTAssertTrue(text.contains(a), a)
-            text = text.replacingOccurrences(of: a, with: b)
-        }
-        let url = dir.appendingPathComponent(name)
-        try text.write(to: url, atomically: true, encoding: .utf8)
-        return url.path
-    }
-
+final class FullTrainTests: TrainingTestCase {
     var fullRecipe: String {
         get throws {
-            try recipe("full.toml", [("train = \"lora\"", "train = \"full\""), ("gradient_checkpointing = false", "gradient_checkpointing = true"),
+            try recipe([("train = \"lora\"", "train = \"full\""), ("gradient_checkpointing = false", "gradient_checkpointing = true"),
                                      ("every = 10", "every = 3")])
         }
     }
@@ -102,40 +72,9 @@ final class FullTrainTests: XCTestCase {
     func testKilledFullRunResumesToTheSameResult() throws {
         // Checkpoints at steps 3 and 4 (every = 3, and the end): killed after 3, one step resumed.
         let base = ["--recipe", try fullRecipe, "--model", model, "--learning-rate", "1e-3", "--seed", "1", "--max-steps", "4"]
-        let a = try CLI.run(["train", "robo"] + base, environment: env)
-        XCTAssertEqual(a.status, 0, a.stderr)
-        let store = try SubjectStore(home: home)
-        let subject = try XCTUnwrap(store.subject(named: "robo"))
-        let aRun = try XCTUnwrap(store.runs(subjectID: subject.id!).first)
-
-        let p = Process()
-        p.executableURL = CLI.executable
-        p.arguments = ["train", "robo"] + base
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let bID = aRun.id! + 1
-        let bDir = store.runDirectory(subjectID: subject.id!, runID: bID)
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: bDir.appendingPathComponent("state-step000003.json").path) && p.isRunning && Date() < deadline {
-            usleep(20_000)
-        }
-        XCTAssertTrue(p.isRunning, "the run ended before it could be killed")
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-
-        let r = try CLI.run(["train", "robo", "--resume"], environment: env)
-        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
-        XCTAssertTrue(r.stdout.contains("resuming run \(bID) from step 3"), r.stdout)
-        XCTAssertEqual(TrainTests.losses(r.stdout), Array(TrainTests.losses(a.stdout).suffix(1)))
-        let aDir = store.runDirectory(subjectID: subject.id!, runID: aRun.id!)
-        for file in ["unet-step000004/diffusion_pytorch_model.safetensors", "unet-step000004/config.json", "optimizer-step000004.safetensors"] {
-            XCTAssertEqual(try Data(contentsOf: aDir.appendingPathComponent(file)), try Data(contentsOf: bDir.appendingPathComponent(file)), file)
-        }
-        let b = try XCTUnwrap(store.run(id: bID))
-        XCTAssertEqual(b.status, .finished)
-        XCTAssertEqual(try store.checkpoints(runID: bID).last?.kind, .full)
+        let check = try checkKilledRunResumes(base, killAfter: 3, sameFiles: ["unet-step000004/diffusion_pytorch_model.safetensors",
+                                                                             "unet-step000004/config.json", "optimizer-step000004.safetensors"])
+        XCTAssertEqual(try check.store.checkpoints(runID: check.resumedRunID).last?.kind, .full)
     }
 
     /// The shipped paper recipe end to end (8-bit Adam, batch 4 x accumulation 2,
@@ -159,16 +98,13 @@ final class FullTrainTests: XCTestCase {
     }
 
     func testTextEncoderLoRARunSavesAndResumesTheEncoderAdapters() throws {
-        let te = try recipe("te.toml", [("targets = [\"attention\"]", "targets = [\"attention\"]\ntext_encoders = true"),
+        let te = try recipe([("targets = [\"attention\"]", "targets = [\"attention\"]\ntext_encoders = true"),
                                         ("every = 10", "every = 2"), ("format = \"diffusers\"", "format = \"both\"")])
         let base = ["--recipe", te, "--model", model, "--learning-rate", "1e-2", "--seed", "1", "--max-steps", "8"]
-        let a = try CLI.run(["train", "robo"] + base, environment: env)
-        XCTAssertEqual(a.status, 0, a.stderr + a.stdout)
-        XCTAssertTrue(a.stdout.contains("text encoders"), a.stdout)
-        let store = try SubjectStore(home: home)
-        let subject = try XCTUnwrap(store.subject(named: "robo"))
-        let aRun = try XCTUnwrap(store.runs(subjectID: subject.id!).first)
-        let aDir = store.runDirectory(subjectID: subject.id!, runID: aRun.id!)
+        // Killed after its step-2 checkpoint, resumed: the same adapters as the uninterrupted run.
+        let check = try checkKilledRunResumes(base, killAfter: 2, sameFiles: ["lora-step000008.safetensors", "lora-step000008.kohya.safetensors"])
+        XCTAssertTrue(check.uninterrupted.contains("text encoders"), check.uninterrupted)
+        let aDir = check.uninterruptedDirectory
 
         let file = try SafeTensorsFile(path: aDir.appendingPathComponent("lora-step000008.safetensors").path)
         for component in ["unet", "text_encoder", "text_encoder_2"] {
@@ -183,31 +119,5 @@ final class FullTrainTests: XCTestCase {
         XCTAssertTrue(kohya.names.contains("lora_te1_text_model_encoder_layers_0_self_attn_k_proj.lora_down.weight"), "\(kohya.names.sorted())")
         XCTAssertTrue(kohya.names.contains("lora_te2_text_model_encoder_layers_1_self_attn_v_proj.alpha"))
 
-        // Killed after its step-2 checkpoint, resumed: the same adapters as the uninterrupted run.
-        let p = Process()
-        p.executableURL = CLI.executable
-        p.arguments = ["train", "robo"] + base
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let bID = aRun.id! + 1
-        let bDir = store.runDirectory(subjectID: subject.id!, runID: bID)
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: bDir.appendingPathComponent("state-step000002.json").path) && p.isRunning && Date() < deadline {
-            usleep(5_000)
-        }
-        XCTAssertTrue(p.isRunning, "the run ended before it could be killed")
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        let r = try CLI.run(["train", "robo", "--resume"], environment: env)
-        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
-        XCTAssertTrue(r.stdout.contains("resuming run \(bID) from step"), r.stdout)
-        let resumedLosses = TrainTests.losses(r.stdout)
-        XCTAssertFalse(resumedLosses.isEmpty, r.stdout)
-        XCTAssertEqual(resumedLosses, Array(TrainTests.losses(a.stdout).suffix(resumedLosses.count)))
-        for name in ["lora-step000008.safetensors", "lora-step000008.kohya.safetensors"] {
-            XCTAssertEqual(try Data(contentsOf: aDir.appendingPathComponent(name)), try Data(contentsOf: bDir.appendingPathComponent(name)), name)
-        }
     }
 }

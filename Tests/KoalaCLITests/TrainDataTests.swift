@@ -4,38 +4,16 @@ import KoalaStore
 import XCTest
 
 /// `koalabooth train` with aspect buckets and prior preservation on the tiny model.
-final class TrainDataTests: XCTestCase {
-    var dir: URL!
-    var home: URL { dir.appendingPathComponent("home") }
-    var env: [String: String] { ["KOALABOOTH_HOME": home.path] }
-
-    override func setUpWithError() throws {
-        dir = try CLI.temporaryDirectory()
+final class TrainDataTests: TrainingTestCase {
+    override func subjectPhotos() throws -> [String] {
         // A 3:1 photo beside two square ones: at 64 px it belongs in the 128x32 bucket.
         let wide = dir.appendingPathComponent("wide.png").path
         var p = [UInt8](repeating: 0, count: 768 * 256 * 3)
         for i in 0..<(768 * 256) { p[3 * i] = UInt8(i % 768 / 3); p[3 * i + 1] = UInt8(i / 768); p[3 * i + 2] = 90 }
         try RGBImage(width: 768, height: 256, pixels: p).writePNG(path: wide)
-        let photos = TrainTests.root.appendingPathComponent("subjects/robot-toy")
-        let r = try CLI.run(["subject", "create", "robo", "--class", "toy", "--token", "sks",
-                             photos.appendingPathComponent("robot-toy-1.jpg").path, photos.appendingPathComponent("robot-toy-2.jpg").path,
-                             wide], environment: env)
-        XCTAssertEqual(r.status, 0, r.stderr)
+        return try Array(super.subjectPhotos().prefix(2)) + [wide]
     }
 
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
-
-    /// recipes/tiny.toml with some lines replaced.
-    func recipe(_ replacements: [(String, String)]) throws -> String {
-        var text = try String(contentsOfFile: TrainTests.root.appendingPathComponent("recipes/tiny.toml").path, encoding: .utf8)
-        for (a, b) in replacements {
-            XCTAssertTrue(text.contains(a), a)
-            text = text.replacingOccurrences(of: a, with: b)
-        }
-        let url = dir.appendingPathComponent("recipe-\(UUID().uuidString).toml")
-        try text.write(to: url, atomically: true, encoding: .utf8)
-        return url.path
-    }
 
     static let prior = ("[prior]\nenabled = false", "[prior]\nenabled = true\nnum_class_images = 2\ngeneration_steps = 2")
 
@@ -112,36 +90,7 @@ final class TrainDataTests: XCTestCase {
     func testKilledRunWithPriorResumesToTheSameResult() throws {
         let recipe = try recipe([Self.prior, ("every = 10", "every = 5")])
         let base = ["--recipe", recipe, "--model", CLI.tinyModel, "--learning-rate", "3e-2", "--seed", "1", "--max-steps", "10"]
-        let a = try CLI.run(["train", "robo"] + base, environment: env)
-        XCTAssertEqual(a.status, 0, a.stderr)
-        XCTAssertTrue(a.stdout.contains("class image 2/2 generated"), a.stdout)
-        let store = try SubjectStore(home: home)
-        let subject = try XCTUnwrap(store.subject(named: "robo"))
-        let aRun = try XCTUnwrap(store.runs(subjectID: subject.id!).first)
-
-        let p = Process()
-        p.executableURL = CLI.executable
-        p.arguments = ["train", "robo"] + base
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let bID = aRun.id! + 1
-        let bDir = store.runDirectory(subjectID: subject.id!, runID: bID)
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: bDir.appendingPathComponent("state-step000005.json").path) && p.isRunning && Date() < deadline {
-            usleep(5_000)
-        }
-        XCTAssertTrue(p.isRunning, "the run ended before it could be killed")
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-
-        let r = try CLI.run(["train", "robo", "--resume"], environment: env)
-        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
-        XCTAssertTrue(r.stdout.contains("resuming run \(bID) from step 5"), r.stdout)
-        XCTAssertEqual(TrainTests.losses(r.stdout), Array(TrainTests.losses(a.stdout).suffix(5)))
-        let aDir = store.runDirectory(subjectID: subject.id!, runID: aRun.id!)
-        XCTAssertEqual(try Data(contentsOf: aDir.appendingPathComponent("lora-step000010.safetensors")),
-                       try Data(contentsOf: bDir.appendingPathComponent("lora-step000010.safetensors")))
+        let check = try checkKilledRunResumes(base, killAfter: 5, sameFiles: ["lora-step000010.safetensors"])
+        XCTAssertTrue(check.uninterrupted.contains("class image 2/2 generated"), check.uninterrupted)
     }
 }

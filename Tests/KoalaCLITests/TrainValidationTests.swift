@@ -6,38 +6,7 @@ import XCTest
 
 /// `train`'s validation images, `checkpoint.keep_last` and the training lock, through
 /// the executable on the tiny model.
-final class TrainValidationTests: XCTestCase {
-    var dir: URL!
-    var home: URL { dir.appendingPathComponent("home") }
-    var model: String { dir.appendingPathComponent("tiny").path }
-    var env: [String: String] { ["KOALABOOTH_HOME": home.path] }
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    var tinyRecipe: URL { Self.root.appendingPathComponent("recipes/tiny.toml") }
-
-    override func setUpWithError() throws {
-        dir = try CLI.temporaryDirectory()
-        XCTAssertEqual(try CLI.run(["model", "init", "--preset", "tiny", "--seed", "0", "--out", model]).status, 0)
-        let photos = Self.root.appendingPathComponent("subjects/robot-toy")
-        let jpgs = try FileManager.default.contentsOfDirectory(atPath: photos.path).filter { $0.hasSuffix(".jpg") }.sorted()
-            .map { photos.appendingPathComponent($0).path }
-        let r = try CLI.run(["subject", "create", "robo", "--class", "toy", "--token", "sks"] + jpgs, environment: env)
-        XCTAssertEqual(r.status, 0, r.stderr)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
-
-    /// recipes/tiny.toml with some lines replaced.
-    func recipe(_ replacements: [(String, String)]) throws -> String {
-        var text = try String(contentsOf: tinyRecipe, encoding: .utf8)
-        for (a, b) in replacements {
-            XCTAssertEqual(text.components(separatedBy: a).count, 2, "tiny.toml should hold '\(a)' once")
-            text = text.replacingOccurrences(of: a, with: b)
-        }
-        let url = dir.appendingPathComponent("recipe-\(UUID().uuidString).toml")
-        try text.write(to: url, atomically: true, encoding: .utf8)
-        return url.path
-    }
-
+final class TrainValidationTests: TrainingTestCase {
     static func lines(_ stdout: String, _ prefix: String) -> [Substring] {
         stdout.split(separator: "\n").filter { $0.hasPrefix(prefix) }
     }
@@ -154,60 +123,24 @@ final class TrainValidationTests: XCTestCase {
 
     func testKilledRunResumesAfterKeepLastPruned() throws {
         let path = try recipe([("every = 10", "every = 5"), ("every = 15", "every = 0")])
-        let args = ["train", "robo", "--recipe", path, "--model", model, "--learning-rate", "3e-2", "--seed", "1", "--max-steps", "20"]
-        let a = try CLI.run(args, environment: env)
-        XCTAssertEqual(a.status, 0, a.stderr)
-        let store = try SubjectStore(home: home)
-        let subject = try XCTUnwrap(store.subject(named: "robo"))
-        let aRun = try XCTUnwrap(store.runs(subjectID: subject.id!).first)
-        XCTAssertEqual(try store.checkpoints(runID: aRun.id!).map(\.step), [15, 20])
-
-        let p = Process()
-        p.executableURL = CLI.executable
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let bID = aRun.id! + 1
-        let bDir = store.runDirectory(subjectID: subject.id!, runID: bID)
-        func has(_ step: Int) -> Bool {
-            FileManager.default.fileExists(atPath: bDir.appendingPathComponent(String(format: "state-step%06d.json", step)).path)
-        }
+        let args = ["--recipe", path, "--model", model, "--learning-rate", "3e-2", "--seed", "1", "--max-steps", "20"]
         // Killed once the step-15 checkpoint has retired the step-5 one.
-        let deadline = Date().addingTimeInterval(120)
-        while !(has(15) && !has(5)) && p.isRunning && Date() < deadline { usleep(10_000) }
-        XCTAssertTrue(p.isRunning, "the run ended before it could be killed")
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        XCTAssertEqual(try store.checkpoints(runID: bID).map(\.step), [10, 15])
-
-        let r = try CLI.run(["train", "robo", "--resume"], environment: env)
-        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
-        XCTAssertTrue(r.stdout.contains("resuming run \(bID) from step 15"), r.stdout)
-        XCTAssertEqual(TrainTests.losses(r.stdout), Array(TrainTests.losses(a.stdout).suffix(5)))
-        let aDir = store.runDirectory(subjectID: subject.id!, runID: aRun.id!)
-        XCTAssertEqual(try Data(contentsOf: aDir.appendingPathComponent("lora-step000020.safetensors")),
-                       try Data(contentsOf: bDir.appendingPathComponent("lora-step000020.safetensors")))
+        let check = try checkKilledRunResumes(args, killAfter: 15, sameFiles: ["lora-step000020.safetensors"],
+                                              killWhen: { Self.hasCheckpoint(15, in: $0) && !Self.hasCheckpoint(5, in: $0) },
+                                              afterKill: { store, id in XCTAssertEqual(try store.checkpoints(runID: id).map(\.step), [10, 15]) })
+        let (store, bID, bDir, r) = (check.store, check.resumedRunID, check.resumedDirectory, check.resumed)
+        XCTAssertEqual(try store.checkpoints(runID: bID - 1).map(\.step), [15, 20])
         XCTAssertEqual(try store.checkpoints(runID: bID).map(\.step), [15, 20])
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: bDir.path).filter { $0.hasPrefix("state-") }.sorted(),
                        ["state-step000015.json", "state-step000020.json"])
-        XCTAssertEqual(Self.lines(r.stdout, "validation step ").count, 1, "validation.every = 0 draws at the end only")
+        XCTAssertEqual(Self.lines(r, "validation step ").count, 1, "validation.every = 0 draws at the end only")
     }
 
     func testDeleteAndASecondTrainAreRefusedWhileTrainingAndNotAfterAKill() throws {
-        let p = Process()
-        p.executableURL = CLI.executable
-        p.arguments = ["train", "robo", "--recipe", tinyRecipe.path, "--model", model, "--max-steps", "500"]
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        let p = try startTraining(["--recipe", tinyRecipe, "--model", model, "--max-steps", "500"])
+        defer { if p.isRunning { Foundation.kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
         let store = try SubjectStore(home: home)
-        let deadline = Date().addingTimeInterval(120)
-        while try p.isRunning && Date() < deadline && (store.runs().first?.stepsDone ?? 0) < 1 { usleep(20_000) }
-        XCTAssertTrue(p.isRunning)
+        try wait(for: p) { try (store.runs().first?.stepsDone ?? 0) >= 1 }
         let run = try XCTUnwrap(store.runs().first)
         let pid = p.processIdentifier
 
@@ -217,7 +150,7 @@ final class TrainValidationTests: XCTestCase {
         XCTAssertTrue(delete.stderr.contains("kill -INT \(pid)"), delete.stderr)
         XCTAssertNotNil(try store.subject(named: "robo"))
 
-        let second = try CLI.run(["train", "robo", "--recipe", tinyRecipe.path, "--model", model], environment: env)
+        let second = try CLI.run(["train", "robo", "--recipe", tinyRecipe, "--model", model], environment: env)
         XCTAssertNotEqual(second.status, 0)
         XCTAssertTrue(second.stderr.contains("cannot train robo: it is being trained by run \(run.id!)"), second.stderr)
         let resume = try CLI.run(["train", "robo", "--resume"], environment: env)
@@ -226,7 +159,7 @@ final class TrainValidationTests: XCTestCase {
         XCTAssertEqual(try store.runs().count, 1, "a refused train records no run")
 
         // A killed trainer leaves its run `running`, but its lock died with it.
-        kill(pid, SIGKILL)
+        Foundation.kill(pid, SIGKILL)
         p.waitUntilExit()
         XCTAssertEqual(try store.run(id: run.id!)?.status, .running)
         let after = try CLI.run(["subject", "delete", "robo", "--yes"], environment: env)
