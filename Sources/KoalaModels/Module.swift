@@ -42,20 +42,24 @@ extension Module {
     }
 
     /// Copies values into the parameters from `lookup(key)`. Keys the lookup lacks are
-    /// reported in `missing`; shape mismatches throw before anything is written.
+    /// reported in `missing`; shape mismatches throw (after every key has been checked),
+    /// and parameters read before the first mismatch may already have been written, so
+    /// discard the module when it throws.
     @discardableResult
     public func load(keys available: Set<String>, _ lookup: (String) throws -> Tensor) throws -> LoadReport {
         let params = namedParameters()
         let wanted = Set(params.map(\.0))
         var report = LoadReport(missing: params.map(\.0).filter { !available.contains($0) },
                                 unexpected: available.subtracting(wanted).sorted())
-        var staged: [(Tensor, Tensor)] = []
+        // Each value is written as soon as it is read, so only one converted tensor is
+        // alive at a time: staging them all first doubled a component's memory while
+        // loading (the KOALA-700M pipeline peaked at 10.4 GiB for 6.3 GiB of weights).
         for (key, param) in params where available.contains(key) {
             let value = try lookup(key)
-            if value.shape != param.shape { report.mismatched.append((key, param.shape, value.shape)) } else { staged.append((param, value)) }
+            if value.shape != param.shape { report.mismatched.append((key, param.shape, value.shape)) }
+            else if report.mismatched.isEmpty { param.assign(value) }
         }
         guard report.mismatched.isEmpty else { throw report }
-        for (param, value) in staged { param.assign(value) }
         return report
     }
 }

@@ -45,6 +45,17 @@ final class MappedFile: @unchecked Sendable {
         base = UnsafeRawPointer(p)
     }
 
+    /// Drops the mapped pages wholly inside `lo..<hi` from this process's memory: once a
+    /// tensor has been copied out, its file pages only inflated the resident size while a
+    /// model loaded (1.4 GiB for KOALA's fp16 text_encoder_2). They stay in the page
+    /// cache, and a later read maps them again.
+    func release(from lo: Int, to hi: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (lo + page - 1) / page * page, end = hi / page * page
+        guard size > 0, end > start else { return }
+        madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
+
     deinit {
         if size == 0 { UnsafeMutableRawPointer(mutating: base).deallocate() } else { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }
@@ -140,6 +151,7 @@ public struct SafeTensorsFile: Sendable {
         case .I32:
             for i in 0..<n { dst[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
         }
+        file.release(from: dataStart + e.begin, to: dataStart + e.end)
         return t
     }
 }
