@@ -62,13 +62,13 @@ public struct TrainingCheckpointState: Codable, Sendable, Equatable {
     public var optimizerFile: String
 }
 
-/// A DreamBooth recipe or input this trainer cannot run.
 /// Thrown by `train` when `shouldStop` asked it to stop; a checkpoint of `step` was saved.
 public struct TrainingInterrupted: Error, CustomStringConvertible {
     public let step: Int
     public var description: String { "training interrupted after step \(step)" }
 }
 
+/// A DreamBooth recipe or input this trainer cannot run.
 public struct TrainingError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
