@@ -206,16 +206,8 @@ struct GenerateCommand: ParsableCommand {
 
     /// Every parameter that decides the image, as PNG text chunks / safetensors metadata.
     func metadata(_ p: GenerationParameters, _ size: (width: Int, height: Int), _ model: String) -> [String: String] {
-        var m: [String: String] = [
-            "prompt": p.prompt, "negative_prompt": p.negativePrompt ?? "",
-            "seed": latents == nil ? "\(p.seed)" : "", "latents": latents ?? "",
-            "steps": "\(p.steps)", "scheduler": p.scheduler.rawValue, "karras": "\(p.karras)",
-            "guidance": "\(p.guidance)", "guidance_rescale": "\(p.guidanceRescale)",
-            "width": "\(size.width)", "height": "\(size.height)", "count": "\(p.count)",
-            "rng": p.rng.rawValue, "model": model,
-            "software": "KoalaBooth \(KoalaBoothCommand.configuration.version)",
-        ]
-        if latents == nil { m["latents"] = nil } else { m["seed"] = nil }
+        var m = p.textChunks(width: size.width, height: size.height, model: model)
+        if let latents { m["seed"] = nil; m["latents"] = latents }
         if let lora { m["lora"] = lora; m["lora_scale"] = "\(loraScale)" }
         if let subject { m["subject"] = subject }
         return m
@@ -313,5 +305,20 @@ struct TrainedSubject {
                                                prompt: p.prompt, negativePrompt: p.negativePrompt ?? "", seed: Int64(bitPattern: p.seed),
                                                steps: p.steps, scheduler: p.scheduler.rawValue, guidanceScale: Double(p.guidance),
                                                width: size.width, height: size.height, imagePath: relative))
+    }
+}
+
+extension GenerationParameters {
+    /// The parameters that decide an image, keyed as `generate`'s PNG text chunks (and
+    /// training's validation images) carry them.
+    func textChunks(width: Int, height: Int, model: String) -> [String: String] {
+        [
+            "prompt": prompt, "negative_prompt": negativePrompt ?? "", "seed": "\(seed)",
+            "steps": "\(steps)", "scheduler": scheduler.rawValue, "karras": "\(karras)",
+            "guidance": "\(guidance)", "guidance_rescale": "\(guidanceRescale)",
+            "width": "\(width)", "height": "\(height)", "count": "\(count)",
+            "rng": rng.rawValue, "model": model,
+            "software": "KoalaBooth \(KoalaBoothCommand.configuration.version)",
+        ]
     }
 }

@@ -61,14 +61,10 @@ final class TrainingRecorder {
     /// The keys `generate` writes, plus `run` and `step`.
     static func textChunks(_ image: ValidationImage, model: String, subject: String, runID: Int64) -> [(key: String, value: String)] {
         let p = image.parameters
-        var m: [String: String] = [
-            "prompt": p.prompt, "negative_prompt": p.negativePrompt ?? "", "seed": "\(p.seed)",
-            "steps": "\(p.steps)", "scheduler": p.scheduler.rawValue, "karras": "\(p.karras)",
-            "guidance": "\(p.guidance)", "guidance_rescale": "\(p.guidanceRescale)",
-            "width": "\(image.width)", "height": "\(image.height)", "count": "\(p.count)",
-            "rng": p.rng.rawValue, "model": model, "subject": subject, "run": "\(runID)", "step": "\(image.step)",
-            "software": "KoalaBooth \(KoalaBoothCommand.configuration.version)",
-        ]
+        var m = p.textChunks(width: image.width, height: image.height, model: model)
+        m["subject"] = subject
+        m["run"] = "\(runID)"
+        m["step"] = "\(image.step)"
         if p.count > 1 { m["index"] = "\(image.imageIndex + 1) of \(p.count)" }
         return m.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
     }
