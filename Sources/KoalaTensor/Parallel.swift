@@ -1,7 +1,7 @@
 import Foundation
 
-/// Threading for non-GEMM kernels. OpenBLAS threads GEMM itself; everything else splits
-/// work over `Parallel.threads` Dispatch workers. Work is split into the same chunks for
+/// Threading for every kernel, GEMMs included (`BLAS.sgemm` splits large ones here):
+/// work is split over `Parallel.threads` Dispatch workers. Work is split into the same chunks for
 /// the same thread count, so results are deterministic for a fixed `threads`.
 public enum Parallel {
     nonisolated(unsafe) public static var threads: Int = ProcessInfo.processInfo.activeProcessorCount

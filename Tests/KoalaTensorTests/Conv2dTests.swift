@@ -59,6 +59,16 @@ final class Conv2dTests: XCTestCase {
                 Conv2dTuning.maxWeightPartialFloats = 0
                 for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
             }
+            // Both ways of sharing an im2col GEMM between threads: by output channels
+            // (wide layers) and by tiles.
+            for split in [true, false] {
+                Conv2dTuning.channelSplit = split
+                defer { Conv2dTuning.channelSplit = nil }
+                for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
+                try withTinyTiles {
+                    for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
+                }
+            }
         }
     }
 

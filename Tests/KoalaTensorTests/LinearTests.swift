@@ -48,6 +48,43 @@ final class LinearTests: XCTestCase {
         }
     }
 
+    /// GEMMs above `BLAS.splitThreshold` run as row or column blocks on several threads;
+    /// every layout must give what one sgemm call gives (here against a Double sum).
+    func testSplitGEMMMatchesDirectSum() {
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        Parallel.threads = 3
+        // m < n splits columns, m > n rows; odd extents leave partial 32-wide blocks.
+        for (m, n, k) in [(45, 1003, 97), (1003, 45, 97)] {
+            XCTAssertGreaterThanOrEqual(m * n * k, BLAS.splitThreshold)
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    let a = Tensor.randn(transA ? [k, m] : [m, k], seed: 1), b = Tensor.randn(transB ? [n, k] : [k, n], seed: 2)
+                    let ldc = n + 3  // C is a submatrix of a wider buffer
+                    let c = Tensor.randn([m, ldc], seed: 3), before = c.contiguous().toArray()
+                    BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a.data, lda: transA ? m : k,
+                               b: b.data, ldb: transB ? k : n, beta: 2, c: c.data, ldc: ldc)
+                    let av = a.toArray(), bv = b.toArray(), cv = c.toArray()
+                    var worst = 0.0
+                    for i in 0..<m {
+                        for j in 0..<ldc {
+                            var expected = Double(before[i * ldc + j])
+                            if j < n {
+                                var sum = 0.0
+                                for p in 0..<k {
+                                    sum += Double(av[transA ? p * m + i : i * k + p]) * Double(bv[transB ? j * k + p : p * n + j])
+                                }
+                                expected = 0.5 * sum + 2 * expected
+                            }
+                            worst = max(worst, abs(Double(cv[i * ldc + j]) - expected))
+                        }
+                    }
+                    XCTAssertLessThan(worst, 1e-3, "m \(m) n \(n) k \(k) transA \(transA) transB \(transB)")
+                }
+            }
+        }
+    }
+
     func testFrozenWeightGetsNoGradient() {
         let x = Tensor.randn([3, 4], seed: 1), w = Tensor.randn([2, 4], seed: 2)
         x.requiresGrad = true

@@ -15,6 +15,9 @@ enum Conv2dTuning {
     /// Largest weight (in floats) whose im2col gradient is summed per thread; wider
     /// weights are summed once, tile after tile.
     nonisolated(unsafe) static var maxWeightPartialFloats = 4 << 20
+    /// Forces (true) or forbids (false) splitting im2col GEMMs by output channels;
+    /// nil decides by shape (`Tensor.splitsChannels`).
+    nonisolated(unsafe) static var channelSplit: Bool? = nil
 }
 
 /// Shape bookkeeping shared by the forward and backward kernels (NCHW, groups 1).
@@ -140,8 +143,9 @@ extension Tensor {
 
     /// Output tiles (image, rows) of balanced sizes: at most `tileRows` rows, and at
     /// least one tile per thread.
-    static func convTiles(_ g: ConvGeometry) -> [(img: Int, rows: Range<Int>)] {
-        let perImage = min(g.oh, max((g.oh + g.tileRows - 1) / g.tileRows, (Parallel.threads + g.n - 1) / g.n))
+    static func convTiles(_ g: ConvGeometry, onePerThread: Bool = true) -> [(img: Int, rows: Range<Int>)] {
+        let perThread = onePerThread ? (Parallel.threads + g.n - 1) / g.n : 1
+        let perImage = min(g.oh, max((g.oh + g.tileRows - 1) / g.tileRows, perThread))
         var tiles: [(img: Int, rows: Range<Int>)] = []
         for img in 0..<g.n {
             for t in 0..<perImage { tiles.append((img, (g.oh * t / perImage)..<(g.oh * (t + 1) / perImage))) }
@@ -149,11 +153,18 @@ extension Tensor {
         return tiles
     }
 
+    /// Wide layers on small images (more output channels per thread than output
+    /// pixels) unfold one tile at a time and split its GEMM by output channels: with a
+    /// tile per thread every thread would repack the whole weight (118 MB for the
+    /// 2560->1280 decoder convolutions' input gradient at 16x16).
+    static func splitsChannels(_ g: ConvGeometry) -> Bool {
+        Conv2dTuning.channelSplit ?? (g.o * Parallel.threads > g.outPlane)
+    }
+
     /// Splits the tiles between threads; each thread unfolds its tiles into its own
     /// column buffer and multiplies with single-threaded GEMMs. Threads never wait on
-    /// each other inside a GEMM (OpenBLAS's own threads spin and yield at every
-    /// synchronisation, which costs a lot on a busy 2-core machine), and unfolding
-    /// overlaps with the other thread's GEMM. `body(chunkStart, tiles, col)`.
+    /// each other, and unfolding overlaps with the other thread's GEMM.
+    /// `body(chunkStart, tiles, col)`.
     static func forEachTileChunk(_ g: ConvGeometry,
                                  _ body: (Int, ArraySlice<(img: Int, rows: Range<Int>)>, UnsafeMutablePointer<Float>) -> Void) {
         let tiles = convTiles(g)
@@ -189,6 +200,19 @@ extension Tensor {
         }
         if Winograd.applies(g) {
             Winograd.forward(g, x, w, bias, out)
+            return
+        }
+        if splitsChannels(g) {
+            let tiles = convTiles(g, onePerThread: false)
+            let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
+            defer { col.deallocate() }
+            for (img, rows) in tiles {
+                let cols = rows.count * g.ow, o = out + img * g.o * g.outPlane + rows.lowerBound * g.ow
+                g.im2col(x + img * g.c * g.inPlane, rows: rows, into: col)
+                fillBias(o, count: cols, parallel: true)
+                BLAS.sgemm(transA: false, transB: false, m: g.o, n: cols, k: g.ckk, a: w, lda: g.ckk,
+                           b: col, ldb: cols, beta: beta, c: o, ldc: g.outPlane)
+            }
             return
         }
         forEachTileChunk(g) { _, tiles, col in
@@ -242,7 +266,7 @@ extension Tensor {
                                _ gw: UnsafeMutablePointer<Float>) {
         let size = g.o * g.ckk
         if size > Conv2dTuning.maxWeightPartialFloats {
-            // Wide layers (small images): one sum, tiles in turn, OpenBLAS's threads per GEMM.
+            // Wide layers (small images): one sum, tiles in turn, each GEMM split over the threads.
             let tiles = convTiles(g)
             let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
             defer { col.deallocate() }
@@ -290,11 +314,17 @@ extension Tensor {
         let k2 = g.kh * g.kw
         let flipped = UnsafeMutablePointer<Float>.allocate(capacity: g.o * g.ckk)
         defer { flipped.deallocate() }
-        Parallel.forEach(g.c, grain: max(1, 4096 / max(g.o * k2, 1))) { r in
-            for ci in r {
+        // Blocks of 16 input channels: reads stay contiguous and only 16 write streams
+        // are open (one channel at a time touched a new page per read).
+        let block = 16
+        Parallel.forEach((g.c + block - 1) / block, grain: max(1, 4096 / max(block * g.o * k2, 1))) { r in
+            for cb in r {
+                let channels = (cb * block)..<min(g.c, (cb + 1) * block)
                 for oc in 0..<g.o {
-                    let src = w + (oc * g.c + ci) * k2, dst = flipped + (ci * g.o + oc) * k2
-                    for t in 0..<k2 { dst[t] = src[k2 - 1 - t] }
+                    for ci in channels {
+                        let src = w + (oc * g.c + ci) * k2, dst = flipped + (ci * g.o + oc) * k2
+                        for t in 0..<k2 { dst[t] = src[k2 - 1 - t] }
+                    }
                 }
             }
         }
