@@ -9,6 +9,11 @@ final class Conv2dTests: XCTestCase {
         ("k1s1p0", 1, 0, true), ("k1s2p0", 2, 0, false), ("k1s1p1", 1, 1, true), ("k3x1s1p1", 1, 1, true),
     ]
 
+    // Winograd on every size, so the small fixtures take it (512 px models use it from
+    // 32x32 outputs up).
+    override func setUp() { Conv2dTuning.winogradMinTiles = 1 }
+    override func tearDown() { Conv2dTuning.winogradMinTiles = 256 }
+
     /// Runs `body` with im2col tiles of one output row and Winograd bands of one tile
     /// row, so small inputs take the tiled paths.
     func withTinyTiles<T>(_ body: () throws -> T) rethrows -> T {
@@ -80,6 +85,34 @@ final class Conv2dTests: XCTestCase {
             assertClose(noGrad { x.conv2d(w, b, padding: padding) }, reference, atol: 1e-4, "padding \(padding)")
             withTinyTiles { assertClose(noGrad { x.conv2d(w, b, padding: padding) }, reference, atol: 1e-4, "tiny bands") }
         }
+    }
+
+    /// The wide-layer path (weights transformed per block of output channels), forced on
+    /// a small layer with blocks of 5 channels, the last one partial: forward, input
+    /// gradient (itself a convolution taking the same path) and the torch fixtures.
+    func testWinogradByChannelBlocksMatchesIm2col() throws {
+        let saved = (Conv2dTuning.winogradMaxWeightFloats, Conv2dTuning.winogradOutputBlock)
+        Conv2dTuning.winogradMaxWeightFloats = 0
+        Conv2dTuning.winogradOutputBlock = 5
+        defer { (Conv2dTuning.winogradMaxWeightFloats, Conv2dTuning.winogradOutputBlock) = saved }
+        let g = ConvGeometry(n: 2, c: 16, h: 13, w: 11, o: 24, kh: 3, kw: 3, stride: 1, pad: 1, oh: 13, ow: 11)
+        XCTAssertFalse(Winograd.applies(g))
+        XCTAssertTrue(Winograd.appliesByChannelBlocks(g))
+        let w = Tensor.randn([24, 16, 3, 3], seed: 2), b = Tensor.randn([24], seed: 3), gOut = Tensor.randn([2, 24, 13, 11], seed: 4)
+        for padding in [0, 1] {
+            func run() -> (Tensor, Tensor) {
+                let x = Tensor.randn([2, 16, 13, 11], seed: 1)
+                x.requiresGrad = true
+                let out = x.conv2d(w, b, padding: padding)
+                out.backward(padding == 1 ? gOut : gOut.slice(2, 0, 11).slice(3, 0, 9).contiguous())
+                return (out, x.grad!)
+            }
+            let (out, gx) = run()
+            let (refOut, refGx) = withoutWinograd(run)
+            assertClose(out, refOut, atol: 1e-4, "padding \(padding) forward")
+            assertClose(gx, refGx, atol: 1e-4, "padding \(padding) input gradient")
+        }
+        for (name, s, p, bias) in Self.cases { try checkFixture(name, stride: s, padding: p, hasBias: bias) }
     }
 
     func testConv2dGradients() {
