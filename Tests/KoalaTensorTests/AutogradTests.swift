@@ -12,6 +12,34 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual(w.grad!.toArray(), once.map { $0 * 2 })
     }
 
+    /// Leaves adopt a backward's own gradient buffers without copying (isFresh); a buffer
+    /// handed to two inputs, the incoming gradient passed through, or a view must still
+    /// be copied, or the in-place accumulation of the next backward would write into
+    /// another leaf's gradient.
+    func testLeafGradientsNeverShareBuffers() {
+        let x = Tensor.randn([3, 4], seed: 1), y = Tensor.randn([3, 4], seed: 2), w = Tensor.randn([5, 4], seed: 3)
+        for t in [x, y, w] { t.requiresGrad = true }
+        let seed = Tensor.randn([3, 4], seed: 4)
+        for _ in 0..<2 {
+            (x + y).backward(seed)  // add hands the incoming gradient to both inputs
+            (x.reshape([12]) * 2).backward(Tensor.ones([12]))  // a view of a gradient reaches x
+            x.linear(w).backward(Tensor.ones([3, 5]))  // fresh buffers for x and w
+        }
+        let grads = [x.grad!, y.grad!, w.grad!]
+        for (i, a) in grads.enumerated() {
+            XCTAssertFalse(a.storage === seed.storage)
+            for b in grads[(i + 1)...] { XCTAssertFalse(a.storage === b.storage) }
+        }
+        let wSum = noGrad { w.detached().sum(dim: 0).toArray() }  // d/dx of sum(x·wᵀ), per column
+        let sv = seed.toArray(), gx = x.grad!.toArray(), gy = y.grad!.toArray()
+        for i in 0..<12 {
+            XCTAssertEqual(gy[i], 2 * sv[i], accuracy: 1e-5)
+            XCTAssertEqual(gx[i], 2 * (sv[i] + 2 + wSum[i % 4]), accuracy: 1e-4)
+        }
+        let colSums = noGrad { x.detached().sum(dim: 0).toArray() }
+        for (i, v) in w.grad!.toArray().enumerated() { XCTAssertEqual(v, 2 * colSums[i % 4], accuracy: 1e-4) }
+    }
+
     func testTensorUsedTwiceSumsItsGradients() {
         let a = Tensor.randn([3, 3], seed: 1)
         a.requiresGrad = true
