@@ -64,9 +64,10 @@ extension Tensor {
         }
         noGrad {
             let order = Tensor.topologicalOrder(root)
-            var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed]
+            // Gradients waiting for their producer; `owned` ones may be summed into in place.
+            var pending: [ObjectIdentifier: (grad: Tensor, owned: Bool)] = [ObjectIdentifier(root): (seed, false)]
             for node in order.reversed() {
-                guard let g = pending.removeValue(forKey: ObjectIdentifier(node)), let fn = node.backwardFn else { continue }
+                guard let g = pending.removeValue(forKey: ObjectIdentifier(node))?.grad, let fn = node.backwardFn else { continue }
                 let inputs = node.inputs
                 let needs = inputs.map { $0.requiresGrad }
                 let grads = fn(g, needs)
@@ -76,15 +77,16 @@ extension Tensor {
                 for (input, grad) in zip(inputs, grads) {
                     guard let grad, input.requiresGrad else { continue }
                     precondition(grad.shape == input.shape, "\(node.name) backward: grad shape \(grad.shape) != input shape \(input.shape)")
+                    let owned = Tensor.isFresh(grad, among: grads, incoming: g, inputs: inputs)
                     if let producer = input.gradFn {
                         let key = ObjectIdentifier(producer)
                         if let existing = pending[key] {
-                            pending[key] = Tensor.sumGrads(existing, grad)
+                            pending[key] = (Tensor.sumGrads(existing.grad, grad, inPlace: existing.owned), true)
                         } else {
-                            pending[key] = grad
+                            pending[key] = (grad, owned)
                         }
                     } else {
-                        input.accumulateLeafGrad(grad, owned: Tensor.isFresh(grad, among: grads, incoming: g, inputs: inputs))
+                        input.accumulateLeafGrad(grad, owned: owned)
                     }
                 }
             }
@@ -107,17 +109,18 @@ extension Tensor {
 
     /// Whether a gradient returned by a backward closure is a buffer of its own: whole
     /// and contiguous, not the incoming gradient, not one of the op's inputs, and not
-    /// shared with another gradient the closure returned. Adopting such gradients
-    /// instead of copying them saved ~4 s of a KOALA-700M full step (3 GB of weight
-    /// gradients copied into fresh pages every step).
+    /// shared with another gradient the closure returned. Leaves adopt such gradients
+    /// instead of copying them (that copy was ~4 s of a KOALA-700M full step: 3 GB of
+    /// weight gradients into fresh pages every step) and pending sums add into them.
     static func isFresh(_ grad: Tensor, among grads: [Tensor?], incoming: Tensor, inputs: [Tensor]) -> Bool {
         let s = grad.storage
         return grad.isContiguous && grad.offset == 0 && grad.count == s.count && s !== incoming.storage
             && !inputs.contains { $0.storage === s } && grads.filter { $0?.storage === s }.count == 1
     }
 
-    static func sumGrads(_ a: Tensor, _ b: Tensor) -> Tensor {
-        let out = a.copy()
+    /// a + b, written into `a` when `inPlace` (a buffer the engine owns).
+    static func sumGrads(_ a: Tensor, _ b: Tensor, inPlace: Bool) -> Tensor {
+        let out = inPlace ? a : a.copy()
         let bc = b.contiguous()
         let d = out.data, s = bc.data
         Parallel.forEach(out.count, grain: 1 << 15) { r in for i in r { d[i] += s[i] } }

@@ -40,6 +40,17 @@ final class AutogradTests: XCTestCase {
         for (i, v) in w.grad!.toArray().enumerated() { XCTAssertEqual(v, 2 * colSums[i % 4], accuracy: 1e-4) }
     }
 
+    func testIntermediateUsedTwiceSumsItsGradients() {
+        // h receives two gradients of its own (one per linear); the second is added into the first.
+        let x = Tensor.randn([3, 4], seed: 1), w1 = Tensor.randn([4, 4], seed: 2)
+        let w2 = Tensor.randn([2, 4], seed: 3), w3 = Tensor.randn([2, 4], seed: 4)
+        w1.requiresGrad = true
+        let h = x.linear(w1)
+        (h.linear(w2) + h.linear(w3)).backward(Tensor.ones([3, 2]))
+        let expected = noGrad { Tensor.ones([3, 2]).matmul(w2 + w3).transposed().matmul(x) }
+        assertClose(w1.grad!, expected, "dL/dw1 = (1·(w2 + w3))ᵀ x")
+    }
+
     func testTensorUsedTwiceSumsItsGradients() {
         let a = Tensor.randn([3, 3], seed: 1)
         a.requiresGrad = true
