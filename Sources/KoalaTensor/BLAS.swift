@@ -1,4 +1,5 @@
 import COpenBLAS
+import Synchronization
 
 /// OpenBLAS sgemm (row-major), threaded by KoalaBooth rather than by OpenBLAS.
 ///
@@ -9,8 +10,10 @@ import COpenBLAS
 /// single-threaded sgemm per `Parallel` worker.
 public enum BLAS {
     private static let singleThreadedOpenBLAS: Void = openblas_set_num_threads(1)
-    /// False while `singleThreaded` runs: its callers already use every worker.
-    nonisolated(unsafe) private static var splits = true
+    /// How many `singleThreaded` calls are running (their callers already use every
+    /// worker). A count, not a saved-and-restored flag, so calls from several threads
+    /// cannot leave splitting off.
+    private static let singleThreadedDepth = Atomic<Int>(0)
     /// Below this many multiply-adds a GEMM is not worth a Dispatch round trip.
     static let splitThreshold = 1 << 22
 
@@ -25,6 +28,7 @@ public enum BLAS {
             return
         }
         _ = singleThreadedOpenBLAS
+        let splits = singleThreadedDepth.load(ordering: .relaxed) == 0
         let workers = splits && m * n * k >= splitThreshold ? Parallel.threads : 1
         // Each block repacks the operand it shares with the others, so split the
         // dimension whose shared operand is the smaller one: columns when A (m×k) is
@@ -61,9 +65,8 @@ public enum BLAS {
     /// Runs `body` with every GEMM on the calling thread, for code that parallelises over
     /// independent GEMMs itself (attention heads, convolution tiles).
     public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
-        let saved = splits
-        splits = false
-        defer { splits = saved }
+        singleThreadedDepth.wrappingAdd(1, ordering: .relaxed)
+        defer { singleThreadedDepth.wrappingSubtract(1, ordering: .relaxed) }
         return try body()
     }
 }
