@@ -56,15 +56,11 @@ enum ModelBench {
             let params = lora.parameters
             let optimizer = AdamW(learningRate: 1e-4, betas: (0.9, 0.999), eps: 1e-8, weightDecay: 1e-4)
             return {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                let loss = m(inputs).mseLoss(inputs.target)
-                loss.backward()
-                precondition(loss.item.isFinite && params.allSatisfy { $0.grad != nil }, "lora-step: no finite loss or no gradient")
-                let t1 = DispatchTime.now().uptimeNanoseconds
-                GradientClipping.clipGradNorm(params, maxNorm: 1)
-                optimizer.step(params)
-                optimizer.zeroGrad(params)
-                reportSplit(t0, t1)
+                trainingStep(m, inputs, params, "lora-step") {
+                    GradientClipping.clipGradNorm(params, maxNorm: 1)
+                    optimizer.step(params)
+                    optimizer.zeroGrad(params)
+                }
             }
         }
     }
@@ -86,21 +82,25 @@ enum ModelBench {
             let params = m.namedParameters().map(\.1)
             let optimizer = Adam8bit(learningRate: 5e-5)
             return {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                let loss = m(inputs).mseLoss(inputs.target)
-                loss.backward()
-                precondition(loss.item.isFinite && params.allSatisfy { $0.grad != nil }, "full-step: no finite loss or no gradient")
-                let t1 = DispatchTime.now().uptimeNanoseconds
-                optimizer.step(params)
-                optimizer.zeroGrad(params)
-                reportSplit(t0, t1)
+                trainingStep(m, inputs, params, "full-step") {
+                    optimizer.step(params)
+                    optimizer.zeroGrad(params)
+                }
             }
         }
     }
 
-    /// Training steps tell where their time went (stderr, so it shows beside the
-    /// results): forward + backward from `t0` to `t1`, then the optimizer until now.
-    static func reportSplit(_ t0: UInt64, _ t1: UInt64) {
+    /// One training step: forward, MSE, backward (asserting a finite loss and a gradient
+    /// on every trained tensor), then `update`. Tells where its time went on stderr, so
+    /// it shows beside the results.
+    static func trainingStep(_ m: UNet2DConditionModel, _ inputs: UNetInputs, _ params: [Tensor], _ name: String,
+                             update: () -> Void) {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let loss = m(inputs).mseLoss(inputs.target)
+        loss.backward()
+        precondition(loss.item.isFinite && params.allSatisfy { $0.grad != nil }, "\(name): no finite loss or no gradient")
+        let t1 = DispatchTime.now().uptimeNanoseconds
+        update()
         let t2 = DispatchTime.now().uptimeNanoseconds
         FileHandle.standardError.write(Data(String(format: "    (forward+backward %.2f s, optimizer %.2f s)\n",
                                                    Double(t1 - t0) / 1e9, Double(t2 - t1) / 1e9).utf8))

@@ -51,6 +51,11 @@ struct ConvGeometry {
         return (lo, max(lo, hi))
     }
 
+    /// An im2col buffer for the tallest of `tiles` (the caller deallocates it).
+    func columnBuffer(for tiles: ArraySlice<(img: Int, rows: Range<Int>)>) -> UnsafeMutablePointer<Float> {
+        .allocate(capacity: ckk * (tiles.map(\.rows.count).max() ?? 0) * ow)
+    }
+
     /// Unfolds output rows `rows` of one image: `col[(c, ki, kj), (r, q)] = x[c, r*s - p + ki, q*s - p + kj]`
     /// (zero in the padding), row-major with `rows.count * ow` columns.
     /// `serial` when the caller already runs one tile per thread.
@@ -177,10 +182,9 @@ extension Tensor {
     static func forEachTileChunk(_ g: ConvGeometry,
                                  _ body: (Int, ArraySlice<(img: Int, rows: Range<Int>)>, UnsafeMutablePointer<Float>) -> Void) {
         let tiles = convTiles(g)
-        let maxRows = tiles.map(\.rows.count).max() ?? 0
         BLAS.singleThreaded {
             Parallel.forEach(tiles.count) { range in
-                let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * maxRows * g.ow)
+                let col = g.columnBuffer(for: tiles[...])
                 defer { col.deallocate() }
                 body(range.lowerBound, tiles[range], col)
             }
@@ -217,7 +221,7 @@ extension Tensor {
         }
         if splitsChannels(g) {
             let tiles = convTiles(g, onePerThread: false)
-            let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
+            let col = g.columnBuffer(for: tiles[...])
             defer { col.deallocate() }
             for (img, rows) in tiles {
                 let cols = rows.count * g.ow, o = out + img * g.o * g.outPlane + rows.lowerBound * g.ow
@@ -281,7 +285,7 @@ extension Tensor {
         if size > Conv2dTuning.maxWeightPartialFloats {
             // Wide layers (small images): one sum, tiles in turn, each GEMM split over the threads.
             let tiles = convTiles(g)
-            let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
+            let col = g.columnBuffer(for: tiles[...])
             defer { col.deallocate() }
             for (i, (img, rows)) in tiles.enumerated() {
                 let cols = rows.count * g.ow
@@ -352,7 +356,7 @@ extension Tensor {
                                     _ gx: UnsafeMutablePointer<Float>) {
         gx.update(repeating: 0, count: g.n * g.c * g.inPlane)
         let tiles = convTiles(g)
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: g.ckk * (tiles.map(\.rows.count).max() ?? 0) * g.ow)
+        let col = g.columnBuffer(for: tiles[...])
         defer { col.deallocate() }
         for (img, rows) in tiles {
             let cols = rows.count * g.ow
@@ -417,11 +421,11 @@ enum Winograd {
     }
 
     /// U[ξ][o][c] = (G w[o,c] Gᵀ)[ξ].
-    static func transformWeights(_ g: ConvGeometry, _ w: UnsafePointer<Float>,
-                                 into buffer: UnsafeMutablePointer<Float>? = nil) -> UnsafeMutablePointer<Float> {
+    /// `serial` when the caller already runs one worker per block.
+    static func transformWeights(_ g: ConvGeometry, _ w: UnsafePointer<Float>, into u: UnsafeMutablePointer<Float>,
+                                 serial: Bool = false) {
         let oc = g.o * g.c
-        let u = buffer ?? UnsafeMutablePointer<Float>.allocate(capacity: 16 * oc)
-        Parallel.forEach(oc, grain: buffer == nil ? 1024 : oc) { r in
+        Parallel.forEach(oc, grain: serial ? oc : 1024) { r in
             for i in r {
                 let k = w + 9 * i
                 // G k (4x3) by columns, then (·) Gᵀ on each of its rows.
@@ -436,7 +440,6 @@ enum Winograd {
                 put(0, rows.0); put(1, rows.1); put(2, rows.2); put(3, rows.3)
             }
         }
-        return u
     }
 
     /// Bands of tile rows (image, tile rows), balanced and at least one per thread.
@@ -456,8 +459,9 @@ enum Winograd {
     static func forward(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                         _ bias: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
         let tilesH = (g.oh + 1) / 2, tilesW = (g.ow + 1) / 2
-        let u = transformWeights(g, w)
+        let u = UnsafeMutablePointer<Float>.allocate(capacity: 16 * g.o * g.c)
         defer { u.deallocate() }
+        transformWeights(g, w, into: u)
         let bandList = bands(g, tilesH: tilesH, tilesW: tilesW)
         let maxTiles = (bandList.map(\.rows.count).max() ?? 0) * tilesW
         BLAS.singleThreaded {
@@ -517,7 +521,7 @@ enum Winograd {
                     let o0 = b * block, ob = min(block, g.o - o0)
                     let gb = ConvGeometry(n: g.n, c: g.c, h: g.h, w: g.w, o: ob, kh: 3, kw: 3, stride: 1, pad: g.pad,
                                           oh: g.oh, ow: g.ow)
-                    _ = transformWeights(gb, w + o0 * g.c * 9, into: u)
+                    transformWeights(gb, w + o0 * g.c * 9, into: u, serial: true)
                     for xi in 0..<16 {
                         BLAS.sgemm(transA: false, transB: false, m: ob, n: total, k: g.c, a: u + xi * ob * g.c, lda: g.c,
                                    b: v + xi * g.c * total, ldb: total, c: m + xi * ob * total, ldc: total)
