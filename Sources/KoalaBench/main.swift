@@ -17,6 +17,7 @@ let usage = """
                first run writes a ~3 GB fp16 pipeline to .build-bench/koala-700m-fp16)
       koala1024  full training step at 1024 px, 8-bit Adam, gradient checkpointing (minutes
                and ~10-20 GB per side: run it on a quiet machine)
+      optimizer  one 8-bit Adam step over KOALA-700M's 782.8M parameters (~8 GB)
       kernels, tiny   that group
       all      every case but koala1024
       TEXT     any case whose name contains TEXT, e.g. "full-step", "sgemm" (koala1024
@@ -37,6 +38,7 @@ if args.contains("--help") || args.contains("-h") {
     exit(0)
 }
 let cases = GemmBench.cases + ConvBench.cases + AttentionBench.cases + ModelBench.cases
+    + OptimizerBench.cases
 if let i = args.firstIndex(of: "--case"), i + 1 < args.count {
     Harness.runChild(cases, name: args[i + 1])
     exit(0)

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import KoalaTensor
 
@@ -57,6 +58,8 @@ public final class Adam8bit: Optimizer {
         case float(FloatMoments)
     }
     var slots: [Slot?] = []
+    /// The vector kernel where the CPU has one; tests compare every kernel with `.swift`.
+    var kernel = BlockwiseQuantizer.Kernel.best
 
     /// bitsandbytes' defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 0
     /// (`Adam8bit`); pass 0.01 for `AdamW8bit`.
@@ -130,6 +133,19 @@ public final class Adam8bit: Optimizer {
             let s1 = s1B.baseAddress!, s2 = s2B.baseAddress!, absmax1 = a1B.baseAddress!, absmax2 = a2B.baseAddress!
             // Blocks are independent: each is dequantized, updated and requantized with
             // its own new absmax, so no full-size float copy of the moments is needed.
+            if kernel != .swift {
+                let h = kb_adam8bit_hparams(beta1: b1, one_minus_beta1: c1, beta2: b2, one_minus_beta2: c2,
+                                            correction2: correction2, neg_step: negStep, eps: epsF, decay: decay,
+                                            has_decay: hasDecay ? 1 : 0)
+                let level = kernel.rawValue
+                withUnsafePointer(to: h) { hp in
+                    Parallel.forEach(blocks, grain: 8) { range in
+                        kb_adam8bit_update(level, hp, n, range.lowerBound, range.upperBound, pd, gd, s1, s2, absmax1, absmax2,
+                                           code1, code2, table1, table2)
+                    }
+                }
+                return
+            }
             Parallel.forEach(blocks, grain: 8) { range in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * bs) { scratch in
                     let mBuf = scratch.baseAddress!, vBuf = mBuf + bs

@@ -1,3 +1,5 @@
+import CKernels
+import Foundation
 import KoalaTensor
 
 /// Blockwise 8-bit quantization against a 256-entry code, as bitsandbytes' CPU kernel
@@ -17,7 +19,8 @@ public struct BlockwiseQuantizer: Sendable {
 
     /// The code: 256 sorted values in [-1, 1].
     public let code: [Float]
-    /// For each of the 65536 bins, the index of the code nearest to the bin's centre.
+    /// For each of the 65536 bins, the index of the code nearest to the bin's centre,
+    /// then 3 bytes of padding: the AVX2 kernels gather 4 bytes at each bin.
     let table: [UInt8]
 
     public init(code: [Float]) {
@@ -25,7 +28,7 @@ public struct BlockwiseQuantizer: Sendable {
         self.code = code
         var midpoints = [Float](repeating: 0, count: 255)
         for i in 0..<255 { midpoints[i] = 0.5 * (code[i] + code[i + 1]) }
-        var table = [UInt8](repeating: 0, count: Self.binCount)
+        var table = [UInt8](repeating: 0, count: Self.binCount + 3)
         var c = 0
         let last = Float(Self.binCount - 1)
         for i in 0..<Self.binCount {
@@ -40,6 +43,23 @@ public struct BlockwiseQuantizer: Sendable {
     public static let signed = BlockwiseQuantizer(code: QuantizationMap.signed)
     /// Quantizer for the unsigned dynamic map (Adam's second moment).
     public static let unsigned = BlockwiseQuantizer(code: QuantizationMap.unsigned)
+
+    /// Who runs the blockwise loops. The vector kernels (CKernels/adam8bit.c) give the
+    /// same codes, absmax and parameters as the Swift code, bit for bit.
+    enum Kernel: Int32, CaseIterable, Comparable, Sendable {
+        case swift = 0, avx2 = 1, avx512 = 2
+
+        static func < (a: Kernel, b: Kernel) -> Bool { a.rawValue < b.rawValue }
+
+        /// What this CPU runs, lowered by `KOALABOOTH_ISA=avx2` (for comparisons).
+        static let best: Kernel = {
+            let cpu = Kernel(rawValue: kb_adam8bit_best_level()) ?? .swift
+            return ProcessInfo.processInfo.environment["KOALABOOTH_ISA"] == "avx2" ? min(cpu, .avx2) : cpu
+        }()
+
+        /// Every kernel this CPU can run.
+        static var available: [Kernel] { allCases.filter { $0 <= best } }
+    }
 
     /// Quantizes one block of `count` values: writes the codes, returns the block's absmax.
     @inline(__always)
@@ -75,10 +95,19 @@ public struct BlockwiseQuantizer: Sendable {
     /// and `absmax` (one float per block), in parallel over blocks.
     public func quantize(_ x: UnsafePointer<Float>, count: Int, blockSize: Int = optimizerBlockSize,
                          codes: UnsafeMutablePointer<UInt8>, absmax: UnsafeMutablePointer<Float>) {
+        quantize(x, count: count, blockSize: blockSize, codes: codes, absmax: absmax, kernel: .best)
+    }
+
+    func quantize(_ x: UnsafePointer<Float>, count: Int, blockSize: Int = optimizerBlockSize,
+                  codes: UnsafeMutablePointer<UInt8>, absmax: UnsafeMutablePointer<Float>, kernel: Kernel) {
         precondition(blockSize > 0, "block size must be positive")
         let blocks = (count + blockSize - 1) / blockSize
         withTable { t in
             Parallel.forEach(blocks, grain: max(1, 16384 / blockSize)) { range in
+                if kernel != .swift {
+                    kb_quantize_blockwise(kernel.rawValue, x, count, blockSize, range.lowerBound, range.upperBound, codes, absmax, t)
+                    return
+                }
                 for b in range {
                     let lo = b * blockSize
                     absmax[b] = Self.quantizeBlock(x + lo, count: Swift.min(blockSize, count - lo), codes: codes + lo, table: t)
@@ -105,13 +134,17 @@ public struct BlockwiseQuantizer: Sendable {
 
     /// Quantizes a tensor (flattened): its codes and one absmax per block.
     public func quantize(_ t: Tensor, blockSize: Int = optimizerBlockSize) -> (codes: [UInt8], absmax: [Float]) {
+        quantize(t, blockSize: blockSize, kernel: .best)
+    }
+
+    func quantize(_ t: Tensor, blockSize: Int = optimizerBlockSize, kernel: Kernel) -> (codes: [UInt8], absmax: [Float]) {
         let x = t.contiguous()
         let n = x.count, blocks = (n + blockSize - 1) / blockSize
         var codes = [UInt8](repeating: 0, count: n)
         var absmax = [Float](repeating: 0, count: blocks)
         codes.withUnsafeMutableBufferPointer { cb in
             absmax.withUnsafeMutableBufferPointer { ab in
-                quantize(x.data, count: n, blockSize: blockSize, codes: cb.baseAddress!, absmax: ab.baseAddress!)
+                quantize(x.data, count: n, blockSize: blockSize, codes: cb.baseAddress!, absmax: ab.baseAddress!, kernel: kernel)
             }
         }
         return (codes, absmax)

@@ -25,7 +25,7 @@ final class Adam8bitParityTests: XCTestCase {
             p32.grad = fixtureGrad(g32, scale, step: t)
             optimizer.step([p8, p32])
             guard checkpoints.contains(t) else { continue }
-            let k = "\(name).step\(t)"
+            let k = "\(name).step\(t)", by = "\(k) (\(optimizer.kernel))"
             guard case .quantized(let q)? = optimizer.slots[0], case .float(let fm)? = optimizer.slots[1] else {
                 return XCTFail("5000 values must be quantized, 300 kept in float32")
             }
@@ -33,10 +33,10 @@ final class Adam8bitParityTests: XCTestCase {
             // not depend on the parameters, so nothing of the sqrt rounding reaches them.
             let e1 = try f.tensor("\(k).state1").toArray().map { UInt8($0) }
             let e2 = try f.tensor("\(k).state2").toArray().map { UInt8($0) }
-            XCTAssertEqual(zip(q.state1, e1).filter { $0 != $1 }.count, 0, "\(k) state1 codes differing")
-            XCTAssertEqual(zip(q.state2, e2).filter { $0 != $1 }.count, 0, "\(k) state2 codes differing")
-            XCTAssertEqual(q.absmax1, try f.tensor("\(k).absmax1").toArray(), "\(k) absmax1")
-            XCTAssertEqual(q.absmax2, try f.tensor("\(k).absmax2").toArray(), "\(k) absmax2")
+            XCTAssertEqual(zip(q.state1, e1).filter { $0 != $1 }.count, 0, "\(by) state1 codes differing")
+            XCTAssertEqual(zip(q.state2, e2).filter { $0 != $1 }.count, 0, "\(by) state2 codes differing")
+            XCTAssertEqual(q.absmax1, try f.tensor("\(k).absmax1").toArray(), "\(by) absmax1")
+            XCTAssertEqual(q.absmax2, try f.tensor("\(k).absmax2").toArray(), "\(by) absmax2")
             // Float32 states of the small parameter: same roundings as PyTorch's kernels.
             XCTAssertEqual(fm.expAvg, try f.tensor("\(k).exp_avg32").toArray(), "\(k) float exp_avg")
             XCTAssertEqual(fm.expAvgSq, try f.tensor("\(k).exp_avg_sq32").toArray(), "\(k) float exp_avg_sq")
@@ -45,18 +45,31 @@ final class Adam8bitParityTests: XCTestCase {
             // few float32 ulps of parameters of order 1.
             let d8 = maxAbsDifference(p8.toArray(), try f.tensor("\(k).param8").toArray())
             let d32 = maxAbsDifference(p32.toArray(), try f.tensor("\(k).param32").toArray())
-            XCTAssertLessThanOrEqual(d8, 5e-7, "\(k) param8")
+            XCTAssertLessThanOrEqual(d8, 5e-7, "\(by) param8")
             XCTAssertLessThanOrEqual(d32, 5e-7, "\(k) param32")
-            print("\(k): max |param - bitsandbytes| = \(d8) (5000 values, 8-bit), \(d32) (300 values, float32)")
+            print("\(by): max |param - bitsandbytes| = \(d8) (5000 values, 8-bit), \(d32) (300 values, float32)")
+        }
+    }
+
+    /// `optimizer` set to each kernel this CPU runs (the Swift code and the vector kernels).
+    func eachKernel(_ optimizer: () -> Adam8bit) -> [Adam8bit] {
+        BlockwiseQuantizer.Kernel.available.map { kernel in
+            let o = optimizer()
+            o.kernel = kernel
+            return o
         }
     }
 
     func testAdam8bitMatchesBitsandbytesOver20Steps() throws {
-        try check("adam8bit", optimizer: Adam8bit(learningRate: 1e-3), checkpoints: [1, 20])
+        for o in eachKernel({ Adam8bit(learningRate: 1e-3) }) {
+            try check("adam8bit", optimizer: o, checkpoints: [1, 20])
+        }
     }
 
     func testAdamW8bitMatchesBitsandbytesOver20Steps() throws {
-        try check("adamw8bit", optimizer: Adam8bit.adamW(learningRate: 2e-3, weightDecay: 0.01), checkpoints: [20])
+        for o in eachKernel({ Adam8bit.adamW(learningRate: 2e-3, weightDecay: 0.01) }) {
+            try check("adamw8bit", optimizer: o, checkpoints: [20])
+        }
     }
 
     func testStateMemoryIsTwoBytesPerValuePlusAbsmax() {

@@ -15,11 +15,16 @@ final class QuantizationTests: XCTestCase {
         let x = try f.tensor("quant.x")
         for (tag, quantizer) in [("signed", BlockwiseQuantizer.signed), ("unsigned", BlockwiseQuantizer.unsigned)] {
             let input = tag == "signed" ? x : Tensor(shape: x.shape, values: x.toArray().map { abs($0) })
-            let (codes, absmax) = quantizer.quantize(input)
             let expectedCodes = try f.tensor("quant.\(tag).codes").toArray().map { UInt8($0) }
-            let mismatches = zip(codes, expectedCodes).filter { $0 != $1 }.count
-            XCTAssertEqual(mismatches, 0, "\(tag): codes differing from bitsandbytes")
-            XCTAssertEqual(absmax, try f.tensor("quant.\(tag).absmax").toArray(), "\(tag) absmax")
+            var absmax: [Float] = []
+            // Every kernel this CPU runs (the Swift code and the vector kernels).
+            for kernel in BlockwiseQuantizer.Kernel.available {
+                let codes: [UInt8]
+                (codes, absmax) = quantizer.quantize(input, kernel: kernel)
+                let mismatches = zip(codes, expectedCodes).filter { $0 != $1 }.count
+                XCTAssertEqual(mismatches, 0, "\(tag), \(kernel): codes differing from bitsandbytes")
+                XCTAssertEqual(absmax, try f.tensor("quant.\(tag).absmax").toArray(), "\(tag), \(kernel) absmax")
+            }
             // Decoding bitsandbytes' own codes must give its dequantized values exactly.
             let decoded = quantizer.dequantize(codes: expectedCodes, absmax: absmax, shape: x.shape)
             XCTAssertEqual(decoded.toArray(), try f.tensor("quant.\(tag).dequant").toArray(), "\(tag) dequantize")
