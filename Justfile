@@ -2,7 +2,7 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-apt_packages := "libopenblas-dev libjpeg-dev libpng-dev libsqlite3-dev"
+apt_packages := "libopenblas-dev libdnnl-dev libjpeg-dev libpng-dev libsqlite3-dev"
 # Tests run optimised (numeric code is 10-50x slower in debug) in their own build folder.
 test_flags := "-c release -Xswiftc -enable-testing --scratch-path .build-test"
 

@@ -21,6 +21,8 @@ let package = Package(
         // System library (Debian: libopenblas-dev). libjpeg and libpng are wrapped by the
         // C target CImageCodecs, which links them itself.
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // oneDNN matmul where it beats OpenBLAS (Debian: libdnnl-dev; threads with libgomp).
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
         // SIMD kernels that Swift does not vectorise well (exp/tanh/erf families).
         .target(
             name: "CKernels",
@@ -28,7 +30,7 @@ let package = Package(
         ),
 
         // Layer 1: tensor engine (tensors, autograd, ops, safetensors).
-        .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: fastSwift),
+        .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CDNNL", "CKernels"], swiftSettings: fastSwift),
         // Layer 2: models (U-Net, CLIP text encoders, VAE, tokenizer, pipeline folders).
         .target(name: "KoalaModels", dependencies: ["KoalaTensor"], resources: [.copy("Resources")], swiftSettings: fastSwift),
         // libjpeg/libpng (Debian: libjpeg-dev, libpng-dev) behind setjmp/longjmp wrappers:

@@ -45,5 +45,12 @@ if let i = args.firstIndex(of: "--case"), i + 1 < args.count {
 }
 let json = args.contains("--json")
 args.removeAll { $0 == "--json" }
-if !json { FileHandle.standardOutput.write(Data("KoalaBooth benchmarks — \(Parallel.threads) threads (Dispatch; GEMMs split over them, OpenBLAS single-threaded)\n".utf8)) }
+if !json {
+    FileHandle.standardOutput.write(Data("""
+        KoalaBooth benchmarks — \(Parallel.threads) threads (Dispatch; GEMMs split over them, each library single-threaded)
+        ISA: \(CPUFeatures.current)
+        GEMM: \(BLAS.description)
+
+        """.utf8))
+}
 Harness.run(cases, filter: args.first, json: json)

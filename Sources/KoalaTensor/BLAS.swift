@@ -1,5 +1,12 @@
 import COpenBLAS
+import Foundation
 import Synchronization
+
+/// Which library runs a GEMM.
+public enum GEMMBackend: String, CaseIterable, Sendable {
+    case openBLAS = "openblas"
+    case oneDNN = "onednn"
+}
 
 /// OpenBLAS sgemm (row-major), threaded by KoalaBooth rather than by OpenBLAS.
 ///
@@ -8,7 +15,35 @@ import Synchronization
 /// Dispatch workers of whichever op came next (12% of a KOALA-700M LoRA step's samples
 /// were in `sched_yield`). Large GEMMs are instead split into column or row blocks, one
 /// single-threaded sgemm per `Parallel` worker.
+///
+/// Each GEMM goes to OpenBLAS or oneDNN (`backend(m:n:k:)`), both single-threaded under
+/// the same split.
 public enum BLAS {
+    /// The environment variable that forces one backend (`openblas` or `onednn`) for A/B
+    /// comparisons or as a workaround; unset or `auto` chooses by CPU and shape.
+    public static let backendEnvironmentKey = "KOALABOOTH_GEMM"
+
+    /// A backend every GEMM must use (tests, comparisons); nil: chosen per call. oneDNN
+    /// falls back to OpenBLAS where it is not available.
+    nonisolated(unsafe) public static var forcedBackend: GEMMBackend? = {
+        let raw = ProcessInfo.processInfo.environment[backendEnvironmentKey] ?? ""
+        if raw.isEmpty || raw == "auto" { return nil }
+        guard let b = GEMMBackend(rawValue: raw.lowercased()) else {
+            FileHandle.standardError.write(Data("koalabooth: \(backendEnvironmentKey)=\(raw) is not one of auto, openblas, onednn; set one of them or unset it\n".utf8))
+            exit(2)
+        }
+        return b
+    }()
+
+    /// The backend for an m×n×k GEMM on this CPU.
+    public static func backend(m: Int, n: Int, k: Int) -> GEMMBackend {
+        if let forcedBackend { return forcedBackend == .oneDNN && !OneDNN.isAvailable ? .openBLAS : forcedBackend }
+        guard CPUFeatures.current.hasAVX512, OneDNN.isAvailable else { return .openBLAS }
+        return m * n * k >= oneDNNMinMultiplyAdds ? .oneDNN : .openBLAS
+    }
+    /// Below this oneDNN's per-call cost (memory objects, stream) outweighs its faster kernels.
+    static let oneDNNMinMultiplyAdds = 1 << 16
+
     private static let singleThreadedOpenBLAS: Void = openblas_set_num_threads(1)
     /// How many `singleThreaded` calls are running (their callers already use every
     /// worker). A count, not a saved-and-restored flag, so calls from several threads
@@ -28,6 +63,7 @@ public enum BLAS {
             return
         }
         _ = singleThreadedOpenBLAS
+        let lib = backend(m: m, n: n, k: k)
         let splits = singleThreadedDepth.load(ordering: .relaxed) == 0
         let workers = splits && m * n * k >= splitThreshold ? Parallel.threads : 1
         // Each block repacks the operand it shares with the others, so split the
@@ -37,7 +73,7 @@ public enum BLAS {
         let extent = splitColumns ? n : m
         let parts = min(workers, extent / 32)
         if parts <= 1 {
-            gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            gemm(lib, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
             return
         }
         let tiles = (extent + 31) / 32
@@ -46,18 +82,23 @@ public enum BLAS {
                 let lo = tiles * p / parts * 32, hi = min(extent, tiles * (p + 1) / parts * 32)
                 guard lo < hi else { continue }
                 if splitColumns {
-                    gemm(transA, transB, m, hi - lo, k, alpha, a, lda, transB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
+                    gemm(lib, transA, transB, m, hi - lo, k, alpha, a, lda, transB ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc)
                 } else {
-                    gemm(transA, transB, hi - lo, n, k, alpha, transA ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc, ldc)
+                    gemm(lib, transA, transB, hi - lo, n, k, alpha, transA ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc, ldc)
                 }
             }
         }
     }
 
     @inline(__always)
-    private static func gemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+    private static func gemm(_ lib: GEMMBackend, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
                              _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                              _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        if lib == .oneDNN {
+            let key = OneDNN.Key(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc,
+                                 alpha: alpha, beta: beta, input: .f32)
+            if OneDNN.gemm(key, a: a, b: b, c: c) { return }
+        }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
@@ -68,5 +109,21 @@ public enum BLAS {
         singleThreadedDepth.wrappingAdd(1, ordering: .relaxed)
         defer { singleThreadedDepth.wrappingSubtract(1, ordering: .relaxed) }
         return try body()
+    }
+
+    /// The GEMM libraries in use, for `koalabooth doctor` and the bench header, e.g.
+    /// `oneDNN 2.6.3 (brg:avx512_core) from 65536 multiply-adds, OpenBLAS 0.3.21 (SkylakeX) below`.
+    public static var description: String {
+        let openBLAS = "OpenBLAS \(String(cString: openblas_get_config()).split(separator: " ").dropFirst().first ?? "") (\(String(cString: openblas_get_corename())))"
+        let probe = OneDNN.matmul(OneDNN.Key(transA: false, transB: true, m: 256, n: 256, k: 256, lda: 256, ldb: 256, ldc: 256,
+                                             alpha: 1, beta: 0, input: .f32))
+        let onednn = "\(OneDNN.version ?? "oneDNN") (\(probe?.implementation ?? "unavailable"))"
+        switch forcedBackend {
+        case .openBLAS?: return "\(openBLAS), forced by \(backendEnvironmentKey)"
+        case .oneDNN?: return OneDNN.isAvailable ? "\(onednn), forced by \(backendEnvironmentKey)" : "\(openBLAS) (oneDNN unavailable)"
+        case nil:
+            if backend(m: 4096, n: 4096, k: 4096) == .openBLAS { return "\(openBLAS); oneDNN \(OneDNN.isAvailable ? "not used below AVX-512" : "unavailable")" }
+            return "\(onednn) from \(oneDNNMinMultiplyAdds) multiply-adds, \(openBLAS) below"
+        }
     }
 }
