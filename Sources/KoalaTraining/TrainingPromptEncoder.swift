@@ -19,6 +19,9 @@ public struct TrainingPromptEmbeddings {
 /// each call encodes the prompt again with gradients flowing into the adapters.
 public final class TrainingPromptEncoder {
     private var cache: [String: TrainingPromptEmbeddings] = [:]
+    /// Both tokenizers' ids per prompt, when the encoders are trained: the same few
+    /// prompts come back every step.
+    private var tokenIDs: [String: (one: [Int], two: [Int])] = [:]
     private let encoders: (one: CLIPTextModel, two: CLIPTextModel, tokenizer: CLIPTokenizer, tokenizer2: CLIPTokenizer)?
     /// The `text_encoder` and `text_encoder_2` adapters (empty when the encoders are frozen).
     public let loraNetworks: [LoRANetwork]
@@ -55,7 +58,9 @@ public final class TrainingPromptEncoder {
             guard let cached = cache[prompt] else { preconditionFailure("TrainingPromptEncoder: prompt \"\(prompt)\" was not cached at init") }
             return cached
         }
-        return Self.encode(ids: e.tokenizer.tokenize(prompt), e.one, ids2: e.tokenizer2.tokenize(prompt), e.two)
+        let ids = tokenIDs[prompt] ?? (e.tokenizer.tokenize(prompt), e.tokenizer2.tokenize(prompt))
+        tokenIDs[prompt] = ids
+        return Self.encode(ids: ids.one, e.one, ids2: ids.two, e.two)
     }
 
     /// SDXL's prompt encoding as `StableDiffusionXLPipeline.encode_prompt` does it, with

@@ -256,7 +256,13 @@ public struct CLIPTokenizer: Sendable {
     // MARK: Encoding
 
     /// BPE ids of `text`, without BOS/EOS, padding or truncation.
-    public func encode(_ text: String) -> [Int] {
+    public func encode(_ text: String) -> [Int] { encode(text, limit: .max) }
+
+    /// The ids of `encode(text)` up to at least its first `limit` (more when the piece that
+    /// reaches `limit` has more). Pieces are encoded in order and each one's ids depend only
+    /// on the piece, so stopping there leaves the first `limit` ids as they are: a truncated
+    /// result costs the text it uses, not the whole text.
+    func encode(_ text: String, limit: Int) -> [Int] {
         var ids: [Int] = []
         let scalars = Array(text.unicodeScalars)
         Self.split(scalars[...], on: rawAdded) { segment in
@@ -268,10 +274,15 @@ public struct CLIPTokenizer: Sendable {
                     switch inner {
                     case .token(let id): ids.append(id)
                     case .text(let text):
-                        Self.preTokenize(text) { piece in appendBPE(piece, to: &ids) }
+                        Self.preTokenize(text) { piece in
+                            appendBPE(piece, to: &ids)
+                            return ids.count < limit
+                        }
                     }
+                    return ids.count < limit
                 }
             }
+            return ids.count < limit
         }
         return ids
     }
@@ -280,7 +291,7 @@ public struct CLIPTokenizer: Sendable {
     /// `maxLength - 2` BPE ids, EOS, then the pad id (transformers' `padding="max_length",
     /// truncation=True`).
     public func tokenize(_ text: String) -> [Int] {
-        let body = encode(text).prefix(maxLength - 2)
+        let body = encode(text, limit: maxLength - 2).prefix(maxLength - 2)
         var ids = [bosTokenID]
         ids.reserveCapacity(maxLength)
         ids += body
@@ -292,27 +303,55 @@ public struct CLIPTokenizer: Sendable {
     /// Same as `tokenize(_:)`.
     public func callAsFunction(_ text: String) -> [Int] { tokenize(text) }
 
+    /// Words up to this many bytes are cached (tokenizers' `MAX_LENGTH`): prompts repeat
+    /// short words, and a cache of long ones would only hold memory.
+    private static let cachedWordBytes = 256
+
     private func appendBPE(_ piece: ArraySlice<Unicode.Scalar>, to ids: inout [Int]) {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(piece.count)
         for s in piece { bytes.append(contentsOf: UTF8.encode(s)!) }
-        if let cached = cache.get(bytes) { ids += cached.lazy.map { Int($0) }; return }
-        var symbols = bytes.indices.map { $0 == bytes.count - 1 ? byteEndIDs[Int(bytes[$0])] : byteIDs[Int(bytes[$0])] }
-        // Lowest rank first, leftmost on ties, one merge at a time (as tokenizers' BPE does).
-        while symbols.count > 1 {
-            var best = Merge(rank: .max, id: 0), bestPos = -1
-            for i in 0..<(symbols.count - 1) {
-                if let m = merges[Self.pairKey(symbols[i], symbols[i + 1])], m.rank < best.rank {
-                    best = m
-                    bestPos = i
-                }
-            }
-            if bestPos < 0 { break }
-            symbols[bestPos] = best.id
-            symbols.remove(at: bestPos + 1)
-        }
-        cache.set(bytes, symbols)
+        let cacheable = bytes.count <= Self.cachedWordBytes
+        if cacheable, let cached = cache.get(bytes) { ids += cached.lazy.map { Int($0) }; return }
+        let symbols = bpe(bytes)
+        if cacheable { cache.set(bytes, symbols) }
         ids += symbols.lazy.map { Int($0) }
+    }
+
+    /// Merges a word's byte symbols, lowest rank first and leftmost on ties, one merge at a
+    /// time (as tokenizers' `Word::merge_all`). The candidate pairs sit in a min-heap keyed
+    /// by (rank, first position) and symbols in a linked list, so a word of n bytes costs
+    /// O(n log n), not the O(n²) of rescanning it after every merge; a heap entry whose
+    /// pair has since changed is skipped when it comes up.
+    private func bpe(_ bytes: [UInt8]) -> [Int32] {
+        let n = bytes.count
+        var ids = bytes.indices.map { $0 == n - 1 ? byteEndIDs[Int(bytes[$0])] : byteIDs[Int(bytes[$0])] }
+        guard n > 1 else { return ids }
+        // next[i] == n: i is the last symbol; alive[i] false: merged into its left neighbour.
+        var next = Array(1...n), prev = Array(-1..<(n - 1))
+        var alive = [Bool](repeating: true, count: n)
+        var heap = MinHeap()
+        func candidate(_ i: Int) {
+            let j = next[i]
+            guard j < n, let m = merges[Self.pairKey(ids[i], ids[j])] else { return }
+            heap.push(UInt64(UInt32(m.rank)) << 32 | UInt64(i))
+        }
+        for i in 0..<(n - 1) { candidate(i) }
+        while let top = heap.pop() {
+            let i = Int(top & 0xFFFF_FFFF), rank = Int32(top >> 32)
+            guard alive[i], next[i] < n, let m = merges[Self.pairKey(ids[i], ids[next[i]])], m.rank == rank else { continue }
+            let j = next[i]
+            ids[i] = m.id
+            alive[j] = false
+            next[i] = next[j]
+            if next[j] < n { prev[next[j]] = i }
+            if prev[i] >= 0 { candidate(prev[i]) }
+            candidate(i)
+        }
+        var out: [Int32] = []
+        var i = 0
+        while i < n { out.append(ids[i]); i = next[i] }
+        return out
     }
 
     private static func pairKey(_ a: Int32, _ b: Int32) -> UInt64 { UInt64(UInt32(a)) << 32 | UInt64(UInt32(b)) }
@@ -321,9 +360,10 @@ public struct CLIPTokenizer: Sendable {
 
     private enum Segment { case text(ArraySlice<Unicode.Scalar>), token(Int) }
 
-    /// Cuts added tokens out of `text`, leftmost match first, longest on ties.
-    private static func split(_ text: ArraySlice<Unicode.Scalar>, on tokens: [AddedToken], _ body: (Segment) -> Void) {
-        guard !tokens.isEmpty else { if !text.isEmpty { body(.text(text)) }; return }
+    /// Cuts added tokens out of `text`, leftmost match first, longest on ties; stops when
+    /// `body` returns false.
+    private static func split(_ text: ArraySlice<Unicode.Scalar>, on tokens: [AddedToken], _ body: (Segment) -> Bool) {
+        guard !tokens.isEmpty else { if !text.isEmpty { _ = body(.text(text)) }; return }
         var start = text.startIndex, i = text.startIndex
         while i < text.endIndex {
             var match: AddedToken?
@@ -332,15 +372,15 @@ public struct CLIPTokenizer: Sendable {
                 match = t
             }
             if let match {
-                if start < i { body(.text(text[start..<i])) }
-                body(.token(match.id))
+                if start < i, !body(.text(text[start..<i])) { return }
+                if !body(.token(match.id)) { return }
                 i += match.scalars.count
                 start = i
             } else {
                 i += 1
             }
         }
-        if start < text.endIndex { body(.text(text[start..<text.endIndex])) }
+        if start < text.endIndex { _ = body(.text(text[start..<text.endIndex])) }
     }
 
     /// NFC, white-space runs to one space, scalar-wise lower-casing (Rust's `char::to_lowercase`).
@@ -376,51 +416,54 @@ public struct CLIPTokenizer: Sendable {
     /// CLIP's split: `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+`
     /// (matches kept, the rest dropped), each match then split again by the byte-level
     /// pre-tokeniser's GPT-2 pattern, which only changes the two literal special tokens.
-    static func preTokenize(_ text: ArraySlice<Unicode.Scalar>, _ body: (ArraySlice<Unicode.Scalar>) -> Void) {
+    /// Stops when `body` returns false.
+    static func preTokenize(_ text: ArraySlice<Unicode.Scalar>, _ body: (ArraySlice<Unicode.Scalar>) -> Bool) {
         let end = text.endIndex
         var i = text.startIndex
         while i < end {
             let s = text[i]
             if s == "<", let n = [bosLiteral, eosLiteral].first(where: { text[i...].starts(with: $0) })?.count {
-                gpt2Split(text[i..<(i + n)], body)
+                if !gpt2Split(text[i..<(i + n)], body) { return }
                 i += n
             } else if s == "'", let n = contractionLength(text[i...]) {
-                body(text[i..<(i + n)])
+                if !body(text[i..<(i + n)]) { return }
                 i += n
             } else if isLetter(s) {
                 var j = i + 1
                 while j < end && isLetter(text[j]) { j += 1 }
-                body(text[i..<j])
+                if !body(text[i..<j]) { return }
                 i = j
             } else if isNumber(s) {
-                body(text[i...i])
+                if !body(text[i...i]) { return }
                 i += 1
             } else if isSpace(s) {
                 i += 1
             } else {
                 var j = i + 1
                 while j < end && isSymbol(text[j]) { j += 1 }
-                body(text[i..<j])
+                if !body(text[i..<j]) { return }
                 i = j
             }
         }
     }
 
     /// GPT-2's `'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+` on text without spaces.
-    private static func gpt2Split(_ text: ArraySlice<Unicode.Scalar>, _ body: (ArraySlice<Unicode.Scalar>) -> Void) {
+    /// Returns false when `body` did (stop).
+    private static func gpt2Split(_ text: ArraySlice<Unicode.Scalar>, _ body: (ArraySlice<Unicode.Scalar>) -> Bool) -> Bool {
         var i = text.startIndex
         while i < text.endIndex {
             if text[i] == "'", let n = contractionLength(text[i...]) {
-                body(text[i..<(i + n)])
+                if !body(text[i..<(i + n)]) { return false }
                 i += n
                 continue
             }
             let kind = scalarClass(text[i])
             var j = i + 1
             while j < text.endIndex && scalarClass(text[j]) == kind { j += 1 }
-            body(text[i..<j])
+            if !body(text[i..<j]) { return false }
             i = j
         }
+        return true
     }
 
     private static let bosLiteral = Array(bosToken.unicodeScalars)
@@ -546,6 +589,41 @@ public struct CLIPTokenizer: Sendable {
         for flag in ["lstrip", "rstrip", "single_word"] where (entry[flag] as? Bool) == true {
             throw CLIPTokenizerError.corruptFile(url, reason: "added token \(token.debugDescription) sets \(flag), which KoalaBooth does not support (CLIP folders never do)")
         }
+    }
+}
+
+/// A binary min-heap of packed (rank, position) keys for `bpe`.
+private struct MinHeap {
+    private var items: [UInt64] = []
+
+    mutating func push(_ x: UInt64) {
+        items.append(x)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if items[parent] <= x { break }
+            items[i] = items[parent]
+            i = parent
+        }
+        items[i] = x
+    }
+
+    mutating func pop() -> UInt64? {
+        guard let last = items.popLast() else { return nil }
+        guard !items.isEmpty else { return last }
+        let top = items[0]
+        let n = items.count
+        var i = 0
+        while true {
+            var child = 2 * i + 1
+            if child >= n { break }
+            if child + 1 < n && items[child + 1] < items[child] { child += 1 }
+            if last <= items[child] { break }
+            items[i] = items[child]
+            i = child
+        }
+        items[i] = last
+        return top
     }
 }
 
