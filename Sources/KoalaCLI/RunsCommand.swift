@@ -37,6 +37,9 @@ struct RunsList: ParsableCommand {
     func run() throws {
         let store = try global.openExistingStore()
         if store == nil, let subject { throw StoreError.unknownSubject(name: subject) }
+        // Runs whose process died show as interrupted, not as running forever (best
+        // effort: a read-only data directory is listed as it is).
+        _ = try? store?.markAbandonedRuns()
         let names = Dictionary(uniqueKeysWithValues: try store?.subjects().map { ($0.subject.id!, $0.subject.name) } ?? [])
         let runs = try store.map { store in try store.runs(subjectID: try subject.map { try store.requireSubject(named: $0).id! }) } ?? []
         if json { return try Output.json(runs.map { RunEntry(subject: names[$0.subjectId] ?? "", run: $0) }) }
@@ -67,7 +70,9 @@ struct RunsShow: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        guard let store = try global.openExistingStore(), let r = try store.run(id: id) else { throw StoreError.unknownRun(id: id) }
+        guard let store = try global.openExistingStore() else { throw StoreError.unknownRun(id: id) }
+        _ = try? store.markAbandonedRuns()
+        guard let r = try store.run(id: id) else { throw StoreError.unknownRun(id: id) }
         let subject = try store.subject(id: r.subjectId)?.name ?? "?"
         let detail = RunDetail(subject: subject, run: r, checkpoints: try store.checkpoints(runID: id))
         if json { return try Output.json(detail) }

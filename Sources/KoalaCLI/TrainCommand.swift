@@ -74,18 +74,24 @@ struct TrainCommand: ParsableCommand {
         let lock = try TrainingLock.acquire(subject: subject, in: store, attempted: "train")
         defer { lock.release() }
         guard try store.subject(id: subject.id!) != nil else { throw StoreError.unknownSubject(name: name) }
+        // Runs a killed or crashed process left `running` are marked interrupted, with why.
+        for r in try store.markAbandonedRuns(holding: lock) {
+            Output.note("run \(r.id!) was left unfinished at step \(r.stepsDone) by a process that ended without recording it; marked interrupted")
+        }
         var run: TrainingRun
         let recipe: TrainingRecipe
-        var resumeState: URL?
+        var resumeState: (step: Int, url: URL)?
         if resume {
             (run, recipe, resumeState) = try resumable(store, subject)
+            run.stepsDone = resumeState.map(\.step) ?? 0
         } else {
             recipe = try TrainingRecipe.load(path: self.recipe!).applying(overrides)
             let model = self.model!
             try Self.checkModelFolder(model)
-            run = try store.createRun(TrainingRun(subjectId: subject.id!, status: .queued, baseModelPath: Self.absolute(model),
-                                                  baseModelFingerprint: try Self.fingerprint(model), recipe: recipe.tomlString(),
-                                                  totalSteps: recipe.train.maxSteps))
+            let new = TrainingRun(subjectId: subject.id!, status: .queued, baseModelPath: Self.absolute(model),
+                                  baseModelFingerprint: try Self.fingerprint(model), recipe: recipe.tomlString(),
+                                  totalSteps: recipe.train.maxSteps)
+            run = try DurableWrite.record("new run") { try store.createRun(new) }
         }
         lock.setRun(run.id!)
         let runDir = store.runDirectory(subjectID: subject.id!, runID: run.id!)
@@ -94,7 +100,7 @@ struct TrainCommand: ParsableCommand {
             run.startedAt = run.startedAt ?? Date()
             run.updatedAt = Date()
             run.errorMessage = nil
-            try store.updateRun(run)
+            try save(run, store, "run status running")
             let elapsedBefore = run.elapsedSeconds
             let images = try loadImages(store, subject.id!, recipe, modelPath: run.baseModelPath)
             let what = recipe.model.train == .full ? "full U-Net" : "LoRA rank \(recipe.model.lora.rank)" + (recipe.model.lora.textEncoders ? " (U-Net and text encoders)" : "")
@@ -110,7 +116,7 @@ struct TrainCommand: ParsableCommand {
             print(String(format: "eval loss %.6f (before)", trainer.evaluationLoss()))
             let began = Date()
             let stop = StopRequest.installed()
-            try trainer.train(directory: runDir, resumeFrom: resumeState, progress: { p in
+            try trainer.train(directory: runDir, resumeFrom: resumeState?.url, progress: { p in
                 print(String(format: "step %d/%d loss %.6f (smoothed %.6f) lr %.3g s/step %.3f",
                              p.step, p.totalSteps, p.loss, p.smoothedLoss, p.learningRate, p.secondsPerStep)
                       + " eta \(Output.duration(p.etaSeconds)) peak-rss \(Self.megabytes(p.peakRSSBytes))")
@@ -119,34 +125,40 @@ struct TrainCommand: ParsableCommand {
                 run.lastLoss = p.loss
                 run.updatedAt = Date()
                 run.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(began)
-                try store.updateRun(run)
+                try save(run, store, "progress of step \(p.step)")
             }, checkpointSaved: recorder.checkpointSaved, checkpointExpired: recorder.checkpointExpired,
-               validationImage: recorder.validationImage, shouldStop: { stop.requested })
+               validationImage: recorder.validationImage, validationRecorded: recorder.validationRecorded, shouldStop: { stop.requested })
             print(String(format: "eval loss %.6f (after)", trainer.evaluationLoss()))
             run.status = .finished
             run.finishedAt = Date()
             run.updatedAt = Date()
             run.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(began)
-            try store.updateRun(run)
+            try save(run, store, "run status finished")
             print("run \(run.id!) finished: \(run.stepsDone) steps in \(Output.duration(run.elapsedSeconds))")
         } catch let e as TrainingInterrupted {
             run.status = .interrupted
             run.errorMessage = "\(e)"
             run.updatedAt = Date()
-            try? store.updateRun(run)
+            try? save(run, store, "run status interrupted")
             Output.note("run \(run.id!) interrupted after step \(e.step) (checkpoint saved); continue with `koalabooth train \(name) --resume`")
             throw ExitCode(130)
         } catch {
             run.status = .failed
             run.errorMessage = "\(error)"
             run.updatedAt = Date()
-            try? store.updateRun(run)
+            // On a full disk this may fail too; the run is then marked interrupted when
+            // runs are next listed or trained (`markAbandonedRuns`).
+            try? save(run, store, "run status failed")
             throw error
         }
     }
 
+    private func save(_ run: TrainingRun, _ store: SubjectStore, _ what: String) throws {
+        try DurableWrite.record(what) { try store.updateRun(run) }
+    }
+
     /// The subject's newest unfinished run, its recipe and its last resume state.
-    private func resumable(_ store: SubjectStore, _ subject: Subject) throws -> (TrainingRun, TrainingRecipe, URL?) {
+    private func resumable(_ store: SubjectStore, _ subject: Subject) throws -> (TrainingRun, TrainingRecipe, (step: Int, url: URL)?) {
         guard let run = try store.runs(subjectID: subject.id!).filter({ $0.status != .finished }).max(by: { $0.id! < $1.id! }) else {
             throw CLIError("subject \(name) has no unfinished training run to resume; start one with `koalabooth train \(name) --recipe FILE --model DIR`")
         }
@@ -157,7 +169,7 @@ struct TrainCommand: ParsableCommand {
         let dir = store.runDirectory(subjectID: subject.id!, runID: run.id!)
         let state = DreamBoothTrainer.checkpointStates(in: dir).last
         print(state.map { "resuming run \(run.id!) from step \($0.step)" } ?? "run \(run.id!) has no checkpoint yet; starting it over")
-        return (run, recipe, state?.url)
+        return (run, recipe, state)
     }
 
     private func loadImages(_ store: SubjectStore, _ subjectID: Int64, _ recipe: TrainingRecipe, modelPath: String) throws -> [TrainingImage] {

@@ -24,38 +24,55 @@ final class TrainingRecorder {
         self.modelPath = modelPath
         self.keepLast = keepLast
         for c in try store.checkpoints(runID: runID) { checkpointIDs[c.step] = c.id }
+        DurableWrite.removeLeftovers(in: validationDirectory)
     }
 
     var validationDirectory: URL { runDirectory.appendingPathComponent("validation") }
 
+    /// Records a checkpoint the trainer wrote, or confirms the record when `--resume`
+    /// redoes the end of its step.
     func checkpointSaved(_ files: TrainingCheckpointFiles) throws {
-        let c = try store.addCheckpoint(runID: runID, step: files.step, kind: files.unet == nil ? .lora : .full, file: files.recordedFile)
+        let c = try DurableWrite.record("checkpoint row of step \(files.step)") {
+            try store.recordCheckpoint(runID: runID, step: files.step, kind: files.unet == nil ? .lora : .full, file: files.recordedFile)
+        }
         checkpointIDs[files.step] = c.id
         print("checkpoint step \(files.step): \((files.unet ?? files.primaryLoRA).path)")
     }
 
-    /// Deletes a retired checkpoint's files and rows together.
+    /// Deletes a retired checkpoint's rows, then its files (its resume state last).
     func checkpointExpired(_ old: ExpiredCheckpoint) throws {
         let rows = try store.checkpoints(runID: runID).filter { $0.step == old.step }
-        try store.deleteCheckpoints(rows, files: old.files)
+        try DurableWrite.record("retiring checkpoint step \(old.step)") { try store.deleteCheckpoints(rows, files: old.files) }
         checkpointIDs[old.step] = nil
         print("removed checkpoint step \(old.step) (checkpoint.keep_last = \(keepLast.map(String.init) ?? "-"))")
     }
 
     /// Writes a validation image as a PNG with `generate`'s text chunks (plus run and
-    /// step) and records it as a generation of the subject.
+    /// step) and records it as a generation of the subject (again, when a resumed run
+    /// redraws it: the row of its path is updated).
     func validationImage(_ image: ValidationImage) throws {
         try FileManager.default.createDirectory(at: validationDirectory, withIntermediateDirectories: true)
         let url = validationDirectory.appendingPathComponent(image.fileName)
         let p = image.parameters
         let rgb = RGBImage(planarFloats: image.pixels, width: image.width, height: image.height)
-        try rgb.writePNG(path: url.path, text: Self.textChunks(image, model: modelPath, subject: subject.name, runID: runID))
-        _ = try store.addGeneration(Generation(subjectId: subject.id!, runId: runID, checkpointId: checkpointIDs[image.step],
-                                               prompt: p.prompt, negativePrompt: p.negativePrompt ?? "", seed: Int64(bitPattern: p.seed),
-                                               steps: p.steps, scheduler: p.scheduler.rawValue, guidanceScale: Double(p.guidance),
-                                               width: image.width, height: image.height, imagePath: try store.relativePath(of: url)))
+        let png = try PNGCodec.encode(rgb, text: Self.textChunks(image, model: modelPath, subject: subject.name, runID: runID))
+        try DurableWrite.file(url) { try Data(png).write(to: $0) }
+        let generation = Generation(subjectId: subject.id!, runId: runID, checkpointId: checkpointIDs[image.step],
+                                    prompt: p.prompt, negativePrompt: p.negativePrompt ?? "", seed: Int64(bitPattern: p.seed),
+                                    steps: p.steps, scheduler: p.scheduler.rawValue, guidanceScale: Double(p.guidance),
+                                    width: image.width, height: image.height, imagePath: try store.relativePath(of: url))
+        _ = try DurableWrite.record("validation row \(image.fileName)") { try store.recordGeneration(generation) }
         print("validation step \(image.step): \(url.path) \"\(p.prompt)\"")
         fflush(nil)
+    }
+
+    /// Whether the validation images of these names are on disk and recorded.
+    func validationRecorded(_ names: [String]) -> Bool {
+        names.allSatisfy { name in
+            let url = validationDirectory.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: url.path), let path = try? store.relativePath(of: url) else { return false }
+            return (try? store.generation(imagePath: path)) != nil
+        }
     }
 
     /// The keys `generate` writes, plus `run` and `step`.

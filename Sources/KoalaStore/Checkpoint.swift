@@ -36,7 +36,35 @@ public struct Checkpoint: Codable, Sendable, Equatable, FetchableRecord, Mutable
         public static let id = Column(CodingKeys.id)
         public static let runId = Column(CodingKeys.runId)
         public static let step = Column(CodingKeys.step)
+        public static let kind = Column(CodingKeys.kind)
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+extension SubjectStore {
+    /// Records a checkpoint file a run has finished writing inside the data directory,
+    /// or confirms the record of it: a run resumed after a kill redoes the end of the
+    /// checkpoint step it resumes from, and its files may have been written by a step
+    /// redone. A row of the same run, step and kind that names this file with these
+    /// bytes (hash and size) is returned as it is; one that differs is updated to the
+    /// file as it is now. Throws `unknownRun`, `outsideHome`, `fileUnreadable`.
+    public func recordCheckpoint(runID: Int64, step: Int, kind: CheckpointKind, file: URL) throws -> Checkpoint {
+        let path = try relativePath(of: file)
+        let (sha, size) = try SHA256.hexOfFile(atPath: file.path)
+        return try database.write { db in
+            guard try TrainingRun.exists(db, key: runID) else { throw StoreError.unknownRun(id: runID) }
+            let key = Checkpoint.Columns.runId == runID && Checkpoint.Columns.step == step && Checkpoint.Columns.kind == kind
+            guard var c = try Checkpoint.filter(key).fetchOne(db) else {
+                var c = Checkpoint(runId: runID, step: step, kind: kind, path: path, sha256: sha, byteCount: size)
+                try c.insert(db)
+                return try Checkpoint.fetchOne(db, key: c.id!)!
+            }
+            if (c.path, c.sha256, c.byteCount) != (path, sha, size) {
+                (c.path, c.sha256, c.byteCount) = (path, sha, size)
+                try c.update(db)
+            }
+            return c
+        }
+    }
 }

@@ -46,7 +46,33 @@ public struct Generation: Codable, Sendable, Equatable, FetchableRecord, Mutable
         public static let id = Column(CodingKeys.id)
         public static let subjectId = Column(CodingKeys.subjectId)
         public static let createdAt = Column(CodingKeys.createdAt)
+        public static let imagePath = Column(CodingKeys.imagePath)
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+extension SubjectStore {
+    /// Records a generated image (already written inside the data directory), keyed by
+    /// its path: an image written again at a recorded path (a validation image of a step
+    /// that a resumed run redoes) updates that row, keeping its id and creation time,
+    /// instead of failing.
+    public func recordGeneration(_ generation: Generation) throws -> Generation {
+        try database.write { db in
+            var g = generation
+            if let old = try Generation.filter(Generation.Columns.imagePath == g.imagePath).fetchOne(db) {
+                (g.id, g.createdAt) = (old.id, old.createdAt)
+                if g != old { try g.update(db) }
+                return g
+            }
+            g.id = nil
+            try g.insert(db)
+            return try Generation.fetchOne(db, key: g.id!)!
+        }
+    }
+
+    /// The generation recorded for an image path (relative to the data directory).
+    public func generation(imagePath: String) throws -> Generation? {
+        try database.read { db in try Generation.filter(Generation.Columns.imagePath == imagePath).fetchOne(db) }
+    }
 }

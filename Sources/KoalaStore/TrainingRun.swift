@@ -61,4 +61,43 @@ public struct TrainingRun: Codable, Sendable, Equatable, FetchableRecord, Mutabl
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+
+    /// Whether a process may still be working on it.
+    public var isUnfinished: Bool { status == .queued || status == .running }
+}
+
+extension SubjectStore {
+    /// Marks `interrupted`, with the reason in `errorMessage`, the runs left `queued` or
+    /// `running` by a process that ended without recording how (SIGKILL, a crash, a full
+    /// disk failing its last write): those whose subject's training lock (`TrainingLock`)
+    /// nobody holds, or a process training another run holds. `holding`: a lock this
+    /// process holds and has not started a run under yet, so every unfinished run of
+    /// that subject is abandoned. Called when training starts and when runs are listed;
+    /// returns the runs it marked.
+    @discardableResult
+    public func markAbandonedRuns(holding lock: TrainingLock? = nil) throws -> [TrainingRun] {
+        let unfinished = [RunStatus.queued, .running].map(\.rawValue)
+        let candidates = try database.read { db in try TrainingRun.filter(unfinished.contains(TrainingRun.Columns.status)).fetchAll(db) }
+        guard !candidates.isEmpty else { return [] }
+        var marked: [TrainingRun] = []
+        // The lock is looked at inside the write transaction: a `train` that takes it
+        // and then records its run as running cannot slip in between look and write.
+        try database.writeWithoutTransaction { db in
+            try db.inTransaction(.immediate) {
+                for candidate in candidates {
+                    guard var run = try TrainingRun.fetchOne(db, key: candidate.id!), run.isUnfinished else { continue }
+                    if lock?.subjectID != run.subjectId, let holder = TrainingLock.holder(subjectID: run.subjectId, in: self),
+                       holder.runID == nil || holder.runID == run.id { continue }
+                    run.status = .interrupted
+                    run.errorMessage = "the process training it ended without recording an outcome (killed, crashed, or its last write failed) "
+                        + "after step \(run.stepsDone) of \(run.totalSteps); its last checkpoint is kept and a resume continues from there"
+                    run.updatedAt = Date()
+                    try run.update(db)
+                    marked.append(run)
+                }
+                return .commit
+            }
+        }
+        return marked
+    }
 }

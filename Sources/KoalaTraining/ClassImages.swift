@@ -48,6 +48,7 @@ public enum ClassImages {
         let dir = request.directory
         let wanted = recipe.prior.numClassImages
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        DurableWrite.removeLeftovers(in: dir)
         let missing = (0..<wanted).filter { !FileManager.default.fileExists(atPath: dir.appendingPathComponent(fileName($0)).path) }
         var images: [Int: RGBImage] = [:]
         var spent = 0.0
@@ -64,8 +65,10 @@ public enum ClassImages {
             let result = try pipeline.generate(p)
             let image = RGBImage(planarFloats: result.images.contiguous().toArray(), width: side, height: side)
             let url = dir.appendingPathComponent(fileName(i))
-            try image.writePNG(path: url.path, text: [("prompt", request.prompt), ("seed", "\(p.seed)"), ("steps", "\(p.steps)"),
-                                                      ("guidance", "\(p.guidance)"), ("scheduler", "dpm-solver++")])
+            try DurableWrite.file(url) { tmp in
+                try image.writePNG(path: tmp.path, text: [("prompt", request.prompt), ("seed", "\(p.seed)"), ("steps", "\(p.steps)"),
+                                                          ("guidance", "\(p.guidance)"), ("scheduler", "dpm-solver++")])
+            }
             images[i] = image
             let seconds = Date().timeIntervalSince(began)
             spent += seconds

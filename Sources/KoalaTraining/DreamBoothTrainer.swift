@@ -307,8 +307,15 @@ public final class DreamBoothTrainer {
     ///   - checkpointExpired: called for each older checkpoint that `checkpoint.keep_last`
     ///     retires, after the newer one was saved; it must delete the files (and records).
     ///   - validationImage: called with each validation image, after the step's checkpoint.
+    ///   - validationRecorded: whether the validation images with these file names
+    ///     (`ValidationImage.fileName`) were all kept already; asked on resume only.
     ///   - shouldStop: polled after every step; when true, a checkpoint of that step is
     ///     saved and `TrainingInterrupted` thrown.
+    ///
+    /// On resume the end of the checkpoint step resumed from is done again, since a kill
+    /// can land anywhere in it: `checkpointSaved` for its files, `checkpointExpired` for
+    /// what it retires, and its validation images unless `validationRecorded`. The
+    /// callbacks must therefore accept a repeat (the CLI's are upserts).
     /// - Returns: the state of the last checkpoint.
     @discardableResult
     public func train(directory: URL, resumeFrom: URL? = nil,
@@ -316,6 +323,7 @@ public final class DreamBoothTrainer {
                       checkpointSaved: (TrainingCheckpointFiles) throws -> Void = { _ in },
                       checkpointExpired: (ExpiredCheckpoint) throws -> Void = CheckpointRetention.deleteFiles,
                       validationImage: (ValidationImage) throws -> Void = { _ in },
+                      validationRecorded: ([String]) -> Bool = { _ in false },
                       shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
         let total = recipe.train.maxSteps
         let accumulation = recipe.train.gradientAccumulation
@@ -329,6 +337,14 @@ public final class DreamBoothTrainer {
         var lastLoss: Double?
         var elapsedBefore = 0.0
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        DurableWrite.removeLeftovers(in: directory)
+        // Writes the checkpoint's store record and retires older checkpoints.
+        func finish(_ files: TrainingCheckpointFiles) throws {
+            try checkpointSaved(files)
+            if let keep = recipe.checkpoint.keepLast {
+                for old in CheckpointRetention.expired(in: directory, keep: keep) where old.step != files.step { try checkpointExpired(old) }
+            }
+        }
 
         if let resumeFrom {
             let state = try JSONDecoder().decode(TrainingCheckpointState.self, from: Data(contentsOf: resumeFrom))
@@ -344,6 +360,11 @@ public final class DreamBoothTrainer {
             smoothWeight = state.smoothingWeight
             lastLoss = state.lastLoss
             elapsedBefore = state.elapsedSeconds
+            // Its files loaded, so they are whole: finish the step they were saved at.
+            try finish(Self.files(of: state, in: dir))
+            if let validator, validator.isDue(step: start, totalSteps: total), !validationRecorded(validator.fileNames(step: start)) {
+                try drawValidation(step: start, validationImage)
+            }
         }
 
         weights.training = true
@@ -387,12 +408,9 @@ public final class DreamBoothTrainer {
                     smoothedLoss: smoothWeight > 0 ? smoothed / smoothWeight : nil, smoothingWeight: smoothWeight,
                     lastLoss: lastLoss, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(began),
                     loraFile: nil, kohyaFile: nil, optimizerFile: "")
-                let (files, saved) = try saveCheckpoint(state, optimizer: optimizer, directory: directory)
+                let saved = try saveCheckpoint(state, optimizer: optimizer, directory: directory)
                 last = saved
-                try checkpointSaved(files)
-                if let keep = recipe.checkpoint.keepLast {
-                    for old in CheckpointRetention.expired(in: directory, keep: keep) where old.step != step { try checkpointExpired(old) }
-                }
+                try finish(Self.files(of: saved, in: directory))
             }
             if !stopping, let validator, validator.isDue(step: step, totalSteps: total) {
                 try drawValidation(step: step, validationImage)
@@ -407,21 +425,29 @@ public final class DreamBoothTrainer {
                                        elapsedSeconds: elapsedBefore, loraFile: nil, kohyaFile: nil, optimizerFile: "")
     }
 
+    /// Writes a checkpoint's files, each durably (`DurableWrite`), the resume state last:
+    /// a state file on disk means every file it names is complete.
     private func saveCheckpoint(_ state: TrainingCheckpointState, optimizer: any Optimizer,
-                                directory: URL) throws -> (TrainingCheckpointFiles, TrainingCheckpointState) {
+                                directory: URL) throws -> TrainingCheckpointState {
         var state = state
         let tag = String(format: "step%06d", state.step)
         try weights.save(tag: tag, into: directory, state: &state)
         state.optimizerFile = "optimizer-\(tag).safetensors"
-        try optimizer.stateDict().save(to: directory.appendingPathComponent(state.optimizerFile).path)
-        let stateURL = directory.appendingPathComponent("state-\(tag).json")
+        try DurableWrite.file(directory.appendingPathComponent(state.optimizerFile)) { try optimizer.stateDict().save(to: $0.path) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(state).write(to: stateURL, options: .atomic)
-        return (TrainingCheckpointFiles(step: state.step, lora: state.loraFile.map(directory.appendingPathComponent),
-                                        kohya: state.kohyaFile.map(directory.appendingPathComponent),
-                                        unet: state.unetFolder.map(directory.appendingPathComponent),
-                                        optimizerState: directory.appendingPathComponent(state.optimizerFile), state: stateURL), state)
+        let json = try encoder.encode(state)
+        try DurableWrite.file(directory.appendingPathComponent("state-\(tag).json")) { try json.write(to: $0) }
+        return state
+    }
+
+    /// The files of the checkpoint whose resume state is `state`, in `directory`.
+    static func files(of state: TrainingCheckpointState, in directory: URL) -> TrainingCheckpointFiles {
+        TrainingCheckpointFiles(step: state.step, lora: state.loraFile.map(directory.appendingPathComponent),
+                                kohya: state.kohyaFile.map(directory.appendingPathComponent),
+                                unet: state.unetFolder.map(directory.appendingPathComponent),
+                                optimizerState: directory.appendingPathComponent(state.optimizerFile),
+                                state: directory.appendingPathComponent(String(format: "state-step%06d.json", state.step)))
     }
 
     /// Draws the validation images with the weights as trained so far (dropout off);

@@ -46,11 +46,11 @@ public final class LoRAWeights: TrainedWeights {
     public func save(tag: String, into directory: URL, state: inout TrainingCheckpointState) throws {
         if format != .kohya {
             state.loraFile = "lora-\(tag).safetensors"
-            try LoRAFile.write(networks, to: directory.appendingPathComponent(state.loraFile!).path, format: .diffusers)
+            try DurableWrite.file(directory.appendingPathComponent(state.loraFile!)) { try LoRAFile.write(networks, to: $0.path, format: .diffusers) }
         }
         if format != .diffusers {
             state.kohyaFile = "lora-\(tag).kohya.safetensors"
-            try LoRAFile.write(networks, to: directory.appendingPathComponent(state.kohyaFile!).path, format: .kohya)
+            try DurableWrite.file(directory.appendingPathComponent(state.kohyaFile!)) { try LoRAFile.write(networks, to: $0.path, format: .kohya) }
         }
     }
 
@@ -94,27 +94,17 @@ public final class FullUNetWeights: TrainedWeights {
     /// The checkpoint folder of `tag`.
     public static func folderName(_ tag: String) -> String { "unet-\(tag)" }
 
-    /// Built as a hidden temporary folder and renamed into place, so a crash never
-    /// leaves a half-written checkpoint under the final name. Tensors are streamed to
-    /// disk from the live parameters (no copy of the weights).
+    /// Built as a temporary folder and renamed into place (`DurableWrite.file`), so a
+    /// crash never leaves a half-written checkpoint under the final name; a folder left
+    /// by a run killed before its state file is replaced. Tensors are streamed to disk
+    /// from the live parameters (no copy of the weights).
     public func save(tag: String, into directory: URL, state: inout TrainingCheckpointState) throws {
-        let fm = FileManager.default
         let name = Self.folderName(tag)
-        let final = directory.appendingPathComponent(name)
-        let tmp = directory.appendingPathComponent(".\(name).partial-\(getpid())")
-        try? fm.removeItem(at: tmp)
-        do {
-            try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+        try DurableWrite.file(directory.appendingPathComponent(name)) { tmp in
+            try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: false)
             try configJSON.write(to: tmp.appendingPathComponent("config.json"))
             try SafeTensors.write(Dictionary(uniqueKeysWithValues: named), to: tmp.appendingPathComponent(Self.weightsFile).path,
                                   metadata: ["format": "pt"])
-            // A folder left by a run killed after writing it but before its state file:
-            // the new one replaces it.
-            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
-            try fm.moveItem(at: tmp, to: final)
-        } catch {
-            try? fm.removeItem(at: tmp)
-            throw error
         }
         state.unetFolder = name
     }

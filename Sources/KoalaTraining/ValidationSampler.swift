@@ -73,7 +73,11 @@ public struct ValidationImage {
     public var height: Int { parameters.height! }
 
     /// `step000015-p1-1.png`: step, prompt number, image number.
-    public var fileName: String { String(format: "step%06d-p%d-%d.png", step, promptIndex + 1, imageIndex + 1) }
+    public var fileName: String { Self.fileName(step: step, promptIndex: promptIndex, imageIndex: imageIndex) }
+
+    public static func fileName(step: Int, promptIndex: Int, imageIndex: Int) -> String {
+        String(format: "step%06d-p%d-%d.png", step, promptIndex + 1, imageIndex + 1)
+    }
 }
 
 /// Draws a recipe's validation images with a U-Net as it is at some point of training.
@@ -114,6 +118,13 @@ public final class ValidationSampler {
     /// every `validation.every` steps and at the end.
     public func isDue(step: Int, totalSteps: Int) -> Bool {
         !prompts.isEmpty && (step == totalSteps || (settings.every > 0 && step % settings.every == 0))
+    }
+
+    /// The file names (`ValidationImage.fileName`) of the images `draw` hands over at `step`.
+    public func fileNames(step: Int) -> [String] {
+        prompts.indices.flatMap { i in
+            (0..<settings.imagesPerPrompt).map { ValidationImage.fileName(step: step, promptIndex: i, imageIndex: $0) }
+        }
     }
 
     /// The generation parameters of prompt `index` (what `generate` takes to draw it).
