@@ -55,7 +55,8 @@ final class StoreReliabilityCLITests: XCTestCase {
     func testEmptiedMissingOrForeignDatabaseIsRefused() throws {
         try createRex()
         try Data().write(to: databaseURL)
-        for args in [["subject", "list"], ["subject", "show", "rex"], ["doctor"], ["subject", "create", "max", "--class", "dog"] + photos()] {
+        let pics = try photos()
+        for args in [["subject", "list"], ["subject", "show", "rex"], ["doctor"], ["subject", "create", "max", "--class", "dog"] + pics] {
             let r = try kb(args)
             XCTAssertNotEqual(r.status, 0, "\(args): \(r.stdout)")
             for words in [databaseURL.path, "empty (0 bytes)", "1 subject", "Restore", "KOALABOOTH_HOME"] {
@@ -102,7 +103,8 @@ final class StoreReliabilityCLITests: XCTestCase {
         while (try? handle.write(contentsOf: block)) != nil {}
         try handle.close()
 
-        for args in [["subject", "create", "max", "--class", "cat"] + photos(), ["subject", "list"], ["subject", "rename", "rex", "rexy"]] {
+        let pics = try photos()
+        for args in [["subject", "create", "max", "--class", "cat"] + pics, ["subject", "list"], ["subject", "rename", "rex", "rexy"]] {
             let r = try kb(args, home: home)
             XCTAssertNotEqual(r.status, 0, "\(args): \(r.stdout)")
             XCTAssertTrue(r.stderr.contains("the disk holding the data directory \(home.path) is full"), "\(args):\n\(r.stderr)")
@@ -149,7 +151,8 @@ final class StoreReliabilityCLITests: XCTestCase {
         let doctor = try kb(["doctor", "--verify-hashes"], home: readOnly)
         XCTAssertEqual(doctor.status, 0, doctor.stdout + doctor.stderr)
         XCTAssertTrue(doctor.stdout.contains("no problems found"), doctor.stdout)
-        for args in [["subject", "rename", "rex", "max"], ["subject", "delete", "rex", "--yes"], ["subject", "create", "max", "--class", "cat"] + photos()] {
+        let pics = try photos()
+        for args in [["subject", "rename", "rex", "max"], ["subject", "delete", "rex", "--yes"], ["subject", "create", "max", "--class", "cat"] + pics] {
             let r = try kb(args, home: readOnly)
             XCTAssertNotEqual(r.status, 0, "\(args): \(r.stdout)")
             XCTAssertTrue(r.stderr.contains("\(readOnly.path) is read-only"), "\(args):\n\(r.stderr)")
