@@ -19,10 +19,10 @@ struct DoctorCommand: ParsableCommand {
 
     func run() throws {
         let home = global.homeURL
-        guard SubjectStore.databaseExists(at: home) else {
+        guard let store = try global.openExistingStore(removeLeftovers: false) else {
             throw CLIError("no KoalaBooth data directory at \(home.path) (no \(SubjectStore.databaseFileName) there). Check --home / KOALABOOTH_HOME; `koalabooth subject create` makes one.")
         }
-        let report = try global.openStore().checkHealth(verifyHashes: verifyHashes)
+        let report = try store.checkHealth(verifyHashes: verifyHashes)
         if json {
             try Output.json(report)
         } else {
@@ -36,7 +36,8 @@ struct DoctorCommand: ParsableCommand {
                 for o in report.orphans { print("  \(o)") }
             }
             if !report.leftovers.isEmpty {
-                print("leftovers of interrupted operations in tmp/ (safe to delete): \(report.leftovers.joined(separator: ", "))")
+                print("leftovers of interrupted operations (\(report.leftovers.count); the next koalabooth command cleans them up, putting back files an unfinished delete had moved aside):")
+                for l in report.leftovers { print("  \(l)") }
             }
             if report.isHealthy { print("no problems found") }
         }

@@ -9,12 +9,18 @@ struct GlobalOptions: ParsableArguments {
 
     var homeURL: URL { SubjectStore.resolveHome(home) }
 
-    /// Opens the store, creating the directory and database if needed.
-    func openStore() throws -> SubjectStore { try SubjectStore(home: homeURL) }
+    /// Opens the store, creating the directory and database if needed (read-only when
+    /// the directory cannot be written). `removeLeftovers: false` leaves what killed
+    /// processes left (for `doctor`, which changes nothing).
+    func openStore(removeLeftovers: Bool = true) throws -> SubjectStore {
+        try SubjectStore(home: homeURL, removeLeftovers: removeLeftovers)
+    }
 
     /// Opens the store if its database exists: commands that only read create nothing.
-    func openExistingStore() throws -> SubjectStore? {
-        SubjectStore.databaseExists(at: homeURL) ? try openStore() : nil
+    /// Subject files without a database are refused, not taken for an empty directory.
+    func openExistingStore(removeLeftovers: Bool = true) throws -> SubjectStore? {
+        SubjectStore.databaseExists(at: homeURL) || SubjectStore.holdsSubjectFiles(at: homeURL)
+            ? try openStore(removeLeftovers: removeLeftovers) : nil
     }
 }
 

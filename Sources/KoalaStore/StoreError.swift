@@ -8,6 +8,16 @@ public enum StoreError: Error, Equatable, CustomStringConvertible, LocalizedErro
     case homeNotWritable(path: String, reason: String)
     case databaseTooNew(path: String, version: Int, supported: Int)
     case databaseUnreadable(path: String, reason: String)
+    /// The database file is missing or empty (`empty`) while `subjects/` holds the files
+    /// of `subjectFolders` subjects: making a new database would hide them.
+    case databaseMissing(path: String, empty: Bool, subjectFolders: Int)
+    /// A SQLite database of another program.
+    case notKoalaBoothDatabase(path: String, reason: String)
+    /// The disk holding the data directory `path` is full (`available` bytes left, when known).
+    case diskFull(path: String, available: Int64?)
+    /// The data directory (or its database) cannot be written: reading commands work,
+    /// this one does not.
+    case readOnly(path: String)
     case unknownSubject(name: String)
     case duplicateName(name: String)
     case invalidName(name: String, reason: String)
@@ -32,6 +42,16 @@ public enum StoreError: Error, Equatable, CustomStringConvertible, LocalizedErro
             return "\(path) was written by a newer KoalaBooth (database schema \(version); this version understands up to \(supported)). Upgrade KoalaBooth, or use another data directory with --home."
         case .databaseUnreadable(let path, let reason):
             return "\(path) cannot be opened as a KoalaBooth database (\(reason)). Run `koalabooth doctor`; if the file is damaged, restore it from a backup or move the data directory aside."
+        case .databaseMissing(let path, let empty, let n):
+            let home = (path as NSString).deletingLastPathComponent
+            return "\(path) is \(empty ? "empty (0 bytes)" : "missing"), but \(home)/subjects holds the files of \(n) subject\(n == 1 ? "" : "s"): KoalaBooth will not start a new database over them. Restore \(path) from a backup (with its -wal file, if there is one), or point --home / KOALABOOTH_HOME at another directory to start afresh."
+        case .notKoalaBoothDatabase(let path, let reason):
+            return "\(path) is not a KoalaBooth database (\(reason)); it was left unchanged. If it should be KoalaBooth's, restore it from a backup; otherwise point --home / KOALABOOTH_HOME at a KoalaBooth data directory or a new one."
+        case .diskFull(let path, let available):
+            let left = available.map { " (\(Self.bytes($0)) free)" } ?? ""
+            return "the disk holding the data directory \(path) is full\(left), so the change could not be saved; nothing was changed. Free some space on it (`df -h \(path)` shows the disk; `koalabooth doctor` lists leftover files, and `checkpoint.keep_last` in a recipe limits how many checkpoints a run keeps), then run the command again."
+        case .readOnly(let path):
+            return "the data directory \(path) is read-only, so this command cannot change it (`subject list`, `subject show`, `runs list` and `doctor` still work). Make it writable, or copy it to a writable place and point --home / KOALABOOTH_HOME there."
         case .unknownSubject(let name):
             return "no subject named \(name); `koalabooth subject list` shows the names."
         case .duplicateName(let name):
@@ -62,4 +82,9 @@ public enum StoreError: Error, Equatable, CustomStringConvertible, LocalizedErro
     }
 
     public var errorDescription: String? { description }
+
+    static func bytes(_ n: Int64) -> String {
+        n >= 1 << 30 ? String(format: "%.1f GB", Double(n) / Double(1 << 30))
+            : n >= 1 << 20 ? String(format: "%.1f MB", Double(n) / Double(1 << 20)) : "\(n / 1024) KB"
+    }
 }

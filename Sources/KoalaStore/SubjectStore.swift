@@ -47,6 +47,9 @@ public final class SubjectStore: Sendable {
     public let home: URL
     /// The database, for queries the methods here do not cover.
     public let database: DatabasePool
+    /// Opened read-only because the directory or database cannot be written: reads
+    /// work, changes throw `StoreError.readOnly`.
+    public let isReadOnly: Bool
     private let faultInjector: (@Sendable (StoreStep) throws -> Void)?
 
     public var databasePath: String { home.appendingPathComponent(Self.databaseFileName).path }
@@ -63,12 +66,24 @@ public final class SubjectStore: Sendable {
         FileManager.default.fileExists(atPath: home.appendingPathComponent(databaseFileName).path)
     }
 
+    /// Whether `home/subjects` holds files: then only its database can describe them,
+    /// and opening without one is refused (`StoreError.databaseMissing`).
+    public static func holdsSubjectFiles(at home: URL) -> Bool { storedSubjectFolders(home) > 0 }
+
     /// Opens the store in `home`, creating the directory and database if needed and
-    /// bringing an older schema up to date. `faultInjector` is for tests.
-    public init(home: URL, faultInjector: (@Sendable (StoreStep) throws -> Void)? = nil) throws {
+    /// bringing an older schema up to date; a directory or database that cannot be
+    /// written is opened read-only (`isReadOnly`). Refuses to start a database where
+    /// `subjects/` already holds files, and another program's SQLite file
+    /// (`databaseMissing`, `notKoalaBoothDatabase`). Unless `removeLeftovers` is false,
+    /// removes what killed processes left (`Leftovers`). `faultInjector` is for tests.
+    public init(home: URL, removeLeftovers: Bool = true, faultInjector: (@Sendable (StoreStep) throws -> Void)? = nil) throws {
         self.home = home.standardizedFileURL
         self.faultInjector = faultInjector
-        try Self.prepareDirectory(self.home)
+        let path = self.home.appendingPathComponent(Self.databaseFileName).path
+        let state = DatabaseFileState.inspect(path)
+        try Self.checkDatabaseFile(state, path: path, home: self.home)
+        let writable = try Self.prepareDirectory(self.home, databasePath: path, databaseExists: state != .missing)
+        isReadOnly = !writable
 
         var config = Configuration()
         config.foreignKeysEnabled = true
@@ -76,47 +91,30 @@ public final class SubjectStore: Sendable {
         // progress update, an import); wait for it rather than fail.
         config.busyMode = .timeout(15)
         config.label = "KoalaStore"
-        let path = self.home.appendingPathComponent(Self.databaseFileName).path
         do {
-            // Opening switches a new database to WAL, which needs an exclusive lock that
-            // SQLite's busy timeout does not wait for: processes opening a new directory
-            // together take turns.
-            database = try Self.withLock(Self.lockPath(self.home)) { try DatabasePool(path: path, configuration: config) }
-            try Self.migrate(database, home: self.home, path: path)
+            if state == .unmarked { try Self.checkUnmarked(path: path) }
+            if writable {
+                // Opening switches a new database to WAL, which needs an exclusive lock that
+                // SQLite's busy timeout does not wait for: processes opening a new directory
+                // together take turns.
+                database = try Self.withLock(Self.lockPath(self.home)) { try DatabasePool(path: path, configuration: config) }
+                try Self.migrate(database, home: self.home, path: path)
+                // The file's header may lag behind the WAL: ask SQLite before writing.
+                if state != .marked, try database.read({ try Int64.fetchOne($0, sql: "PRAGMA application_id") }) != Int64(Self.applicationID) {
+                    try database.write { db in try db.execute(sql: "PRAGMA application_id = \(Self.applicationID)") }
+                }
+            } else {
+                config.readonly = true
+                database = try Self.readOnlyConnection(path: path, configuration: config) { try DatabasePool(path: $0, configuration: $1) }
+                try Self.checkReadOnlySchema(database, home: self.home, path: path)
+            }
         } catch let error as DatabaseError {
-            throw StoreError.databaseUnreadable(path: path, reason: error.message ?? error.description)
+            throw Self.translate(error, home: self.home) ?? StoreError.databaseUnreadable(path: path, reason: error.message ?? error.description)
         }
+        if writable && removeLeftovers { Leftovers.remove(in: self) }
     }
 
-    // MARK: Directory and schema
-
-    private static func prepareDirectory(_ home: URL) throws {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: home.path, isDirectory: &isDirectory) {
-            if !isDirectory.boolValue { throw StoreError.homeNotADirectory(path: home.path) }
-        } else {
-            try makeDirectories(home.path)
-        }
-        // Permission bits say nothing on a read-only mount or for root; try a write.
-        let probe = home.appendingPathComponent(".write-probe-\(getpid())").path
-        let fd = open(probe, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
-        if fd < 0 { throw StoreError.homeNotWritable(path: home.path, reason: String(cString: strerror(errno))) }
-        close(fd)
-        unlink(probe)
-    }
-
-    /// `mkdir -p` reporting the failing component's errno.
-    private static func makeDirectories(_ path: String) throws {
-        var missing: [String] = []
-        var p = path
-        while !p.isEmpty && p != "/" && !FileManager.default.fileExists(atPath: p) {
-            missing.append(p)
-            p = (p as NSString).deletingLastPathComponent
-        }
-        for dir in missing.reversed() where mkdir(dir, 0o755) != 0 && errno != EEXIST {
-            throw StoreError.homeNotWritable(path: path, reason: "cannot create \(dir): \(String(cString: strerror(errno)))")
-        }
-    }
+    // MARK: Schema
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -193,37 +191,6 @@ public final class SubjectStore: Sendable {
         return m
     }
 
-    private static func migrate(_ pool: DatabasePool, home: URL, path: String) throws {
-        let migrator = Self.migrator
-        func tooNew(_ db: Database) throws -> Int? {
-            let version = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
-            let superseded = try migrator.hasBeenSuperseded(db)
-            return version > schemaVersion || superseded ? max(version, schemaVersion + 1) : nil
-        }
-        let (newer, complete) = try pool.read { db in (try tooNew(db), try migrator.hasCompletedMigrations(db)) }
-        if let newer { throw StoreError.databaseTooNew(path: path, version: newer, supported: schemaVersion) }
-        if complete { return }
-        // GRDB reads the applied migrations outside the migration's transaction, so two
-        // processes opening a new directory together would both create the tables.
-        try withLock(lockPath(home)) {
-            if let newer = try pool.read(tooNew) {
-                throw StoreError.databaseTooNew(path: path, version: newer, supported: schemaVersion)
-            }
-            try migrator.migrate(pool)
-        }
-    }
-
-    private static func lockPath(_ home: URL) -> String { home.appendingPathComponent(".migrate.lock").path }
-
-    private static func withLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
-        let fd = open(path, O_CREAT | O_RDWR, 0o644)
-        if fd < 0 { throw StoreError.homeNotWritable(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
-        defer { flock(fd, LOCK_UN) }
-        return try body()
-    }
-
     // MARK: Paths
 
     /// The absolute location of a path recorded in the database.
@@ -245,6 +212,16 @@ public final class SubjectStore: Sendable {
     var temporaryDirectory: URL { home.appendingPathComponent("tmp") }
 
     func inject(_ step: StoreStep) throws { try faultInjector?(step) }
+
+    /// `database.write`, refused on a read-only store, with a full disk reported as such.
+    func write<T>(_ updates: (Database) throws -> T) throws -> T {
+        if isReadOnly { throw StoreError.readOnly(path: home.path) }
+        do {
+            return try database.write(updates)
+        } catch let error as DatabaseError {
+            throw Self.translate(error, home: home) ?? error
+        }
+    }
 
     // MARK: Subjects
 
@@ -293,7 +270,7 @@ public final class SubjectStore: Sendable {
         var moved: [URL] = []
         var createdDirectory: URL?
         do {
-            return try database.write { db in
+            return try write { db in
                 var subject = Subject(name: name, token: token, classNoun: classNoun, notes: notes)
                 do {
                     try subject.insert(db)
@@ -321,7 +298,7 @@ public final class SubjectStore: Sendable {
         defer { staged.discard() }
         var moved: [URL] = []
         do {
-            return try database.write { db in
+            return try write { db in
                 guard var subject = try Subject.filter(Subject.Columns.name.collating(.nocase) == name).fetchOne(db) else {
                     throw StoreError.unknownSubject(name: name)
                 }
@@ -343,7 +320,7 @@ public final class SubjectStore: Sendable {
     @discardableResult
     public func renameSubject(_ name: String, to newName: String) throws -> Subject {
         try Subject.validate(name: newName)
-        return try database.write { db in
+        return try write { db in
             guard var subject = try Subject.filter(Subject.Columns.name.collating(.nocase) == name).fetchOne(db) else {
                 throw StoreError.unknownSubject(name: name)
             }
@@ -359,7 +336,7 @@ public final class SubjectStore: Sendable {
 
     /// Changes a subject's notes.
     public func setNotes(_ notes: String, forSubjectNamed name: String) throws {
-        try database.write { db in
+        try write { db in
             guard var subject = try Subject.filter(Subject.Columns.name.collating(.nocase) == name).fetchOne(db) else {
                 throw StoreError.unknownSubject(name: name)
             }
@@ -382,11 +359,11 @@ public final class SubjectStore: Sendable {
         let outside = try recordedFiles(subjectID: subject.id!).filter { !$0.hasPrefix("subjects/\(subject.id!)/") }
         let trash = try makeTemporaryDirectory("trash")
         defer { try? FileManager.default.removeItem(at: trash) }
-        let parked = trash.appendingPathComponent("subject")
+        let parked = trash.appendingPathComponent(Leftovers.parkedName(try relativePath(of: dir)))
         let hadDirectory = FileManager.default.fileExists(atPath: dir.path)
         if hadDirectory { try move(dir, to: parked) }
         do {
-            try database.write { db in
+            try write { db in
                 _ = try Subject.deleteOne(db, key: subject.id!)
                 try inject(.beforeCommit)
             }
@@ -428,11 +405,11 @@ public final class SubjectStore: Sendable {
         let file = url(forRelativePath: photo.path)
         let trash = try makeTemporaryDirectory("trash")
         defer { try? FileManager.default.removeItem(at: trash) }
-        let parked = trash.appendingPathComponent(file.lastPathComponent)
+        let parked = trash.appendingPathComponent(Leftovers.parkedName(photo.path))
         let hadFile = FileManager.default.fileExists(atPath: file.path)
         if hadFile { try move(file, to: parked) }
         do {
-            try database.write { db in
+            try write { db in
                 _ = try Photo.deleteOne(db, key: photo.id!)
                 if var subject = try Subject.fetchOne(db, key: photo.subjectId) {
                     subject.updatedAt = Date()
@@ -463,7 +440,7 @@ public final class SubjectStore: Sendable {
 
     /// Records a new run; returns it with its id.
     public func createRun(_ run: TrainingRun) throws -> TrainingRun {
-        try database.write { db in
+        try write { db in
             var run = run
             run.id = nil
             try run.insert(db)
@@ -474,7 +451,7 @@ public final class SubjectStore: Sendable {
     /// Saves a run's progress or outcome.
     public func updateRun(_ run: TrainingRun) throws {
         precondition(run.id != nil, "updateRun needs a run returned by createRun")
-        try database.write { db in try run.update(db) }
+        try write { db in try run.update(db) }
     }
 
     /// Checkpoints of one run by step.
@@ -499,7 +476,7 @@ public final class SubjectStore: Sendable {
     public func addCheckpoint(runID: Int64, step: Int, kind: CheckpointKind, file: URL) throws -> Checkpoint {
         let path = try relativePath(of: file)
         let (sha, size) = try SHA256.hexOfFile(atPath: file.path)
-        return try database.write { db in
+        return try write { db in
             guard try TrainingRun.exists(db, key: runID) else { throw StoreError.unknownRun(id: runID) }
             var c = Checkpoint(runId: runID, step: step, kind: kind, path: path, sha256: sha, byteCount: size)
             try c.insert(db)
@@ -523,7 +500,7 @@ public final class SubjectStore: Sendable {
 
     /// Records a generated image (already written inside the data directory).
     public func addGeneration(_ generation: Generation) throws -> Generation {
-        try database.write { db in
+        try write { db in
             var g = generation
             g.id = nil
             try g.insert(db)
@@ -578,7 +555,8 @@ public final class SubjectStore: Sendable {
                 do {
                     try FileManager.default.copyItem(atPath: input.sourcePath, toPath: dest.path)
                 } catch {
-                    throw StoreError.fileOperationFailed(path: input.sourcePath, reason: "copying it into \(dir.path) failed: \(error.localizedDescription)")
+                    throw Self.translate(fileError: error, home: home)
+                        ?? StoreError.fileOperationFailed(path: input.sourcePath, reason: "copying it into \(dir.path) failed: \(error.localizedDescription)")
                 }
                 let (sha, size) = try SHA256.hexOfFile(atPath: dest.path)
                 files.append(.init(input: input, url: dest, sha256: sha, size: size))
@@ -624,8 +602,11 @@ public final class SubjectStore: Sendable {
         for url in moved.reversed() { try? FileManager.default.removeItem(at: url) }
     }
 
+    /// `tmp/<prefix>-<pid>-<uuid>`: the pid tells a later start whether the process
+    /// that made it has ended (`Leftovers`).
     func makeTemporaryDirectory(_ prefix: String) throws -> URL {
-        let dir = temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+        if isReadOnly { throw StoreError.readOnly(path: home.path) }
+        let dir = temporaryDirectory.appendingPathComponent("\(prefix)-\(getpid())-\(UUID().uuidString)")
         try makeDirectory(dir)
         return dir
     }
@@ -634,7 +615,8 @@ public final class SubjectStore: Sendable {
         do {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         } catch {
-            throw StoreError.fileOperationFailed(path: dir.path, reason: "cannot create the directory: \(error.localizedDescription)")
+            throw Self.translate(fileError: error, home: home)
+                ?? StoreError.fileOperationFailed(path: dir.path, reason: "cannot create the directory: \(error.localizedDescription)")
         }
     }
 

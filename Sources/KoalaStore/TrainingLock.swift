@@ -39,6 +39,7 @@ public final class TrainingLock: @unchecked Sendable {
     /// ("train", "delete").
     public static func acquire(subject: Subject, in store: SubjectStore, attempted: String) throws -> TrainingLock {
         guard let id = subject.id else { preconditionFailure("TrainingLock needs a subject read from the store") }
+        if store.isReadOnly { throw StoreError.readOnly(path: store.home.path) }
         let path = path(subjectID: id, in: store)
         let dir = (path as NSString).deletingLastPathComponent
         if mkdir(dir, 0o755) != 0 && errno != EEXIST {
