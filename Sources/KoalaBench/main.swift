@@ -17,6 +17,7 @@ let usage = """
                first run writes a ~3 GB fp16 pipeline to .build-bench/koala-700m-fp16)
       koala1024  full training step at 1024 px, 8-bit Adam, gradient checkpointing (minutes
                and ~10-20 GB per side: run it on a quiet machine)
+      gemm     the U-Net's GEMM shape classes, each through OpenBLAS and oneDNN
       kernels, tiny   that group
       all      every case but koala1024
       TEXT     any case whose name contains TEXT, e.g. "full-step", "sgemm" (koala1024
