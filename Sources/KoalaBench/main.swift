@@ -18,6 +18,7 @@ let usage = """
       koala1024  full training step at 1024 px, 8-bit Adam, gradient checkpointing (minutes
                and ~10-20 GB per side: run it on a quiet machine)
       optimizer  one 8-bit Adam step over KOALA-700M's 782.8M parameters (~8 GB)
+      gemm     the U-Net's GEMM shape classes, each through OpenBLAS and oneDNN
       kernels, tiny   that group
       all      every case but koala1024
       TEXT     any case whose name contains TEXT, e.g. "full-step", "sgemm" (koala1024

@@ -35,14 +35,39 @@ public enum BLAS {
         return b
     }()
 
-    /// The backend for an m×n×k GEMM on this CPU.
+    /// The backend for an m×n×k GEMM on this CPU, by measurement (2-core Intel Xeon,
+    /// AVX-512 + AVX512_BF16, 2026-12-02, docs/ARCHITECTURE.md "Threads"): with AVX-512
+    /// oneDNN beats OpenBLAS's AVX-512 kernels from about 1M multiply-adds and its AVX2
+    /// kernels at every size; with AVX2 only the two tie (OpenBLAS kept). Where OpenBLAS
+    /// runs pre-AVX2 kernels (it takes CPUs it does not know, such as that Xeon, for a
+    /// Prescott) oneDNN wins everywhere, 5-7x.
     public static func backend(m: Int, n: Int, k: Int) -> GEMMBackend {
         if let forcedBackend { return forcedBackend == .oneDNN && !OneDNN.isAvailable ? .openBLAS : forcedBackend }
-        guard CPUFeatures.current.hasAVX512, OneDNN.isAvailable else { return .openBLAS }
-        return m * n * k >= oneDNNMinMultiplyAdds ? .oneDNN : .openBLAS
+        guard routesToOneDNN, OneDNN.isAvailable else { return .openBLAS }
+        switch openBLASKernels {
+        case .old: return .oneDNN
+        case .avx2: return CPUFeatures.current.hasAVX512 ? .oneDNN : .openBLAS
+        case .avx512: return m * n * k >= oneDNNMinMultiplyAdds ? .oneDNN : .openBLAS
+        }
     }
-    /// Below this oneDNN's per-call cost (memory objects, stream) outweighs its faster kernels.
-    static let oneDNNMinMultiplyAdds = 1 << 16
+    /// Off until fixed: the KOALA-700M U-Net forward crashed (SIGSEGV in oneDNN JIT code on
+    /// a Dispatch worker) with every GEMM on oneDNN, though every GEMM test passes; oneDNN
+    /// is used only when forced (`KOALABOOTH_GEMM=onednn`) meanwhile.
+    static let routesToOneDNN = false
+    /// Below this OpenBLAS's AVX-512 kernels win (oneDNN's per-call set-up dominates).
+    static let oneDNNMinMultiplyAdds = 1 << 20
+
+    /// What OpenBLAS's chosen core (`openblas_get_corename`, which honours
+    /// OPENBLAS_CORETYPE) runs: its DYNAMIC_ARCH cores with AVX2 and with AVX-512.
+    enum OpenBLASKernels { case old, avx2, avx512 }
+    static let openBLASCore = String(cString: openblas_get_corename())
+    static let openBLASKernels = kernels(ofOpenBLASCore: openBLASCore)
+    static func kernels(ofOpenBLASCore name: String) -> OpenBLASKernels {
+        let core = name.lowercased()
+        if ["skylakex", "cooperlake", "sapphirerapids"].contains(core) { return .avx512 }
+        if ["haswell", "zen"].contains(core) { return .avx2 }
+        return .old
+    }
 
     private static let singleThreadedOpenBLAS: Void = openblas_set_num_threads(1)
     /// How many `singleThreaded` calls are running (their callers already use every
@@ -114,7 +139,7 @@ public enum BLAS {
     /// The GEMM libraries in use, for `koalabooth doctor` and the bench header, e.g.
     /// `oneDNN 2.6.3 (brg:avx512_core) from 65536 multiply-adds, OpenBLAS 0.3.21 (SkylakeX) below`.
     public static var description: String {
-        let openBLAS = "OpenBLAS \(String(cString: openblas_get_config()).split(separator: " ").dropFirst().first ?? "") (\(String(cString: openblas_get_corename())))"
+        let openBLAS = "OpenBLAS \(String(cString: openblas_get_config()).split(separator: " ").dropFirst().first ?? "") (\(openBLASCore) kernels)"
         let probe = OneDNN.matmul(OneDNN.Key(transA: false, transB: true, m: 256, n: 256, k: 256, lda: 256, ldb: 256, ldc: 256,
                                              alpha: 1, beta: 0, input: .f32))
         let onednn = "\(OneDNN.version ?? "oneDNN") (\(probe?.implementation ?? "unavailable"))"
@@ -122,7 +147,8 @@ public enum BLAS {
         case .openBLAS?: return "\(openBLAS), forced by \(backendEnvironmentKey)"
         case .oneDNN?: return OneDNN.isAvailable ? "\(onednn), forced by \(backendEnvironmentKey)" : "\(openBLAS) (oneDNN unavailable)"
         case nil:
-            if backend(m: 4096, n: 4096, k: 4096) == .openBLAS { return "\(openBLAS); oneDNN \(OneDNN.isAvailable ? "not used below AVX-512" : "unavailable")" }
+            if backend(m: 4096, n: 4096, k: 4096) == .openBLAS { return "\(openBLAS); oneDNN \(OneDNN.isAvailable ? "not used without AVX-512" : "unavailable")" }
+            if backend(m: 1, n: 1, k: 1) == .oneDNN { return "\(onednn); \(openBLAS) not used" }
             return "\(onednn) from \(oneDNNMinMultiplyAdds) multiply-adds, \(openBLAS) below"
         }
     }

@@ -85,9 +85,26 @@ final class GEMMBackendTests: XCTestCase {
         let saved = BLAS.forcedBackend
         defer { BLAS.forcedBackend = saved }
         BLAS.forcedBackend = nil
-        let big = BLAS.backend(m: 4096, n: 640, k: 640)
-        XCTAssertEqual(big, CPUFeatures.current.hasAVX512 ? .oneDNN : .openBLAS)
+        let big = BLAS.backend(m: 4096, n: 640, k: 640), tiny = BLAS.backend(m: 8, n: 8, k: 8)
+        guard BLAS.routesToOneDNN else { XCTAssertEqual([big, tiny], [.openBLAS, .openBLAS]); return }
+        switch BLAS.openBLASKernels {
+        case .old:
+            XCTAssertEqual([big, tiny], [.oneDNN, .oneDNN])
+        case .avx2:
+            XCTAssertEqual(big, CPUFeatures.current.hasAVX512 ? .oneDNN : .openBLAS)
+        case .avx512:
+            XCTAssertEqual([big, tiny], [.oneDNN, .openBLAS])
+        }
         print("GEMM: \(BLAS.description)")
+    }
+
+    func testOpenBLASCoreNamesClassified() {
+        XCTAssertEqual(BLAS.kernels(ofOpenBLASCore: "Prescott"), .old)
+        XCTAssertEqual(BLAS.kernels(ofOpenBLASCore: "Sandybridge"), .old)
+        XCTAssertEqual(BLAS.kernels(ofOpenBLASCore: "Haswell"), .avx2)
+        XCTAssertEqual(BLAS.kernels(ofOpenBLASCore: "Zen"), .avx2)
+        XCTAssertEqual(BLAS.kernels(ofOpenBLASCore: "SkylakeX"), .avx512)
+        XCTAssertEqual(BLAS.kernels(ofOpenBLASCore: "Cooperlake"), .avx512)
     }
 
     private let allBits = UInt32(KB_CPU_AVX2 | KB_CPU_AVX512 | KB_CPU_AVX512_VNNI | KB_CPU_AVX512_BF16 | KB_CPU_AVX512_FP16 | KB_CPU_AMX_BF16)
