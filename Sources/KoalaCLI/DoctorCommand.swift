@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KoalaStore
+import KoalaTensor
 
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,6 +28,8 @@ struct DoctorCommand: ParsableCommand {
             try Output.json(report)
         } else {
             print("data directory: \(report.home) (schema \(report.schemaVersion))")
+            print("cpu: \(CPUFeatures.current)")
+            print("gemm: \(BLAS.description)")
             print("database integrity: \(report.integrity.joined(separator: "; "))")
             if report.foreignKeyViolations > 0 { print("foreign key violations: \(report.foreignKeyViolations)") }
             print("recorded files checked: \(report.filesChecked)")

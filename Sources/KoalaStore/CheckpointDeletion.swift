@@ -33,6 +33,7 @@ extension SubjectStore {
         guard !present.isEmpty else { return }
         let trash = try makeTemporaryDirectory("trash")
         defer { try? FileManager.default.removeItem(at: trash) }
-        for (i, u) in present.enumerated() { try move(u, to: trash.appendingPathComponent("\(i)")) }
+        // Parked under their original paths so a kill here leaves trash the next start can sort out.
+        for u in present { try move(u, to: trash.appendingPathComponent(Leftovers.parkedName(try relativePath(of: u)))) }
     }
 }

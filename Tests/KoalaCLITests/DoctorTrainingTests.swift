@@ -37,6 +37,8 @@ final class DoctorTrainingTests: TrainingTestCase {
         var (r, report) = try doctor()
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
         XCTAssertTrue(r.stdout.contains("no problems found"), r.stdout)
+        // The machine facts that decide the kernels: ISA in use and the GEMM library.
+        XCTAssertTrue(r.stdout.contains("cpu: ") && r.stdout.contains("gemm: "), r.stdout)
         XCTAssertFalse(r.stdout.contains("safe to delete"), r.stdout)
         XCTAssertEqual(report["orphans"] as? [String], [])
 
