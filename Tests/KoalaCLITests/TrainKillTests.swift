@@ -47,8 +47,8 @@ final class TrainKillTests: TrainingTestCase {
         // The smallest run with everything a step writes: checkpoints at 2 and 4 (keep_last
         // = 1 retires step 2 at step 4), validation images at 3 (between checkpoints) and
         // 4 (the final step, with its checkpoint), progress every step.
-        let path = try recipe([("resolution = 64", "resolution = 32"), ("max_steps = 30", "max_steps = 4"), ("every = 10", "every = 2"),
-                               ("keep_last = 2", "keep_last = 1"), ("every = 15", "every = 3"), ("steps = 4", "steps = 2")])
+        let path = try recipe([("max_steps = 30", "max_steps = 4"), ("every = 10", "every = 2"),
+                               ("keep_last = 2", "keep_last = 1"), ("every = 15", "every = 3"), ("\nsteps = 4", "\nsteps = 2")])
         let args = ["train", "robo", "--recipe", path, "--model", model]
         let began = Date()
         func copyOfHome(_ name: String) throws -> URL {
