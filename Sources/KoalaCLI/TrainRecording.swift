@@ -42,7 +42,9 @@ final class TrainingRecorder {
     /// Deletes a retired checkpoint's rows, then its files (its resume state last).
     func checkpointExpired(_ old: ExpiredCheckpoint) throws {
         let rows = try store.checkpoints(runID: runID).filter { $0.step == old.step }
-        try DurableWrite.record("retiring checkpoint step \(old.step)") { try store.deleteCheckpoints(rows, files: old.files) }
+        // The resume state last: while it exists, a retirement a crash cut short is redone.
+        let files = old.files.filter { !$0.lastPathComponent.hasPrefix("state-") } + old.files.filter { $0.lastPathComponent.hasPrefix("state-") }
+        try DurableWrite.record("retiring checkpoint step \(old.step)") { try store.deleteCheckpoints(rows, files: files) }
         checkpointIDs[old.step] = nil
         print("removed checkpoint step \(old.step) (checkpoint.keep_last = \(keepLast.map(String.init) ?? "-"))")
     }

@@ -22,13 +22,11 @@ public enum CheckpointRetention {
 
     /// The entries directly in `directory` that belong to the checkpoint of `step`:
     /// named `<name>-stepNNNNNN` or `<name>-stepNNNNNN.<extensions>` (files or folders).
-    /// Validation images live in a subfolder and are not among them. The resume state
-    /// comes last: removed last, it keeps a checkpoint whose removal a crash cut short
-    /// findable, so the next retirement finishes it.
+    /// Validation images live in a subfolder and are not among them.
     public static func files(ofStep step: Int, in directory: URL) -> [URL] {
         let tag = String(format: "-step%06d", step)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.sorted { ($0.hasPrefix("state-") ? 1 : 0, $0) < ($1.hasPrefix("state-") ? 1 : 0, $1) }.filter { name in
+        return names.sorted().filter { name in
             guard let r = name.range(of: tag), r.lowerBound > name.startIndex else { return false }
             let rest = name[r.upperBound...]
             return rest.isEmpty || rest.hasPrefix(".")

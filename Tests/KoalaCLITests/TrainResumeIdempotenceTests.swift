@@ -23,9 +23,12 @@ final class TrainResumeIdempotenceTests: TrainingTestCase {
     /// Killed after the step-15 validation image was drawn and recorded, before the
     /// step-20 checkpoint: the resumed run redraws step 15 (it resumes from 10).
     func testKillAfterAValidationImageBeforeTheNextCheckpointResumes() throws {
+        let store = try SubjectStore(home: home)
+        // The image is renamed into place before its row is written: wait for both.
         let check = try checkKilledRunResumes(tinyArgs, killAfter: 10, sameFiles: ["lora-step000030.safetensors"],  // PNGs name their run: they differ
-                                              killWhen: { FileManager.default.fileExists(atPath: self.validationPath(15, in: $0))
-                                                  && !Self.hasCheckpoint(20, in: $0) },
+                                              killWhen: { dir in
+                                                  !Self.hasCheckpoint(20, in: dir) && FileManager.default.fileExists(atPath: self.validationPath(15, in: dir))
+                                                      && (try? self.validationRows(store, dir))?.isEmpty == false },
                                               afterKill: { store, id in
                                                   let dir = store.runDirectory(subjectID: try store.run(id: id)!.subjectId, runID: id)
                                                   XCTAssertEqual(try self.validationRows(store, dir), ["validation/step000015-p1-1.png"])
