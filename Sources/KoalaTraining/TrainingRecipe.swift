@@ -1,6 +1,5 @@
 import Foundation
 import KoalaDiffusion
-import KoalaTensor
 import TOMLKit
 
 /// Everything that decides a DreamBooth run besides the base model and the photos: read
@@ -418,7 +417,7 @@ extension TrainingRecipe {
         }
         let bytes: Foundation.Data
         do {
-            bytes = try BoundedFile.read(path, limit: BoundedFile.textLimit)
+            bytes = try Foundation.Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             throw RecipeError.unreadable(path: path, reason: error.localizedDescription)
         }

@@ -1,5 +1,4 @@
 import Foundation
-import KoalaTensor
 
 /// Problems loading or writing a CLIP tokenizer folder.
 public enum CLIPTokenizerError: Error, CustomStringConvertible, Equatable {
@@ -533,7 +532,7 @@ public struct CLIPTokenizer: Sendable {
             if required { throw CLIPTokenizerError.missingFile(url) }
             return nil
         }
-        do { return try BoundedFile.read(url.path, limit: BoundedFile.textLimit) } catch {
+        do { return try Data(contentsOf: url) } catch {
             throw CLIPTokenizerError.unreadableFile(url, reason: error.localizedDescription)
         }
     }
