@@ -39,9 +39,11 @@ struct RunsList: ParsableCommand {
         if store == nil, let subject { throw StoreError.unknownSubject(name: subject) }
         // Runs whose process died show as interrupted, not as running forever (best
         // effort: a read-only data directory is listed as it is).
+        // Bad arguments are refused before anything is written.
+        let subjectID = try store.flatMap { store in try subject.map { try store.requireSubject(named: $0).id! } }
         _ = try? store?.markAbandonedRuns()
         let names = Dictionary(uniqueKeysWithValues: try store?.subjects().map { ($0.subject.id!, $0.subject.name) } ?? [])
-        let runs = try store.map { store in try store.runs(subjectID: try subject.map { try store.requireSubject(named: $0).id! }) } ?? []
+        let runs = try store.map { store in try store.runs(subjectID: subjectID) } ?? []
         if json { return try Output.json(runs.map { RunEntry(subject: names[$0.subjectId] ?? "", run: $0) }) }
         if runs.isEmpty {
             print("No training runs\(subject.map { " for \($0)" } ?? "") yet.")
@@ -71,6 +73,7 @@ struct RunsShow: ParsableCommand {
 
     func run() throws {
         guard let store = try global.openExistingStore() else { throw StoreError.unknownRun(id: id) }
+        guard try store.run(id: id) != nil else { throw StoreError.unknownRun(id: id) }
         _ = try? store.markAbandonedRuns()
         guard let r = try store.run(id: id) else { throw StoreError.unknownRun(id: id) }
         let subject = try store.subject(id: r.subjectId)?.name ?? "?"
