@@ -5,16 +5,7 @@ import XCTest
 
 /// `deleteCheckpoints` (for `checkpoint.keep_last`) and the training lock that guards
 /// `deleteSubject`.
-final class CheckpointDeletionTests: XCTestCase {
-    var root: URL!
-    var home: URL { root.appendingPathComponent("home") }
-
-    override func setUpWithError() throws {
-        root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-ckdel-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
+final class CheckpointDeletionTests: StoreTestCase {
 
     func makeSubject(_ store: SubjectStore, _ name: String = "rex") throws -> Subject {
         let dir = root.appendingPathComponent("in-\(name)")

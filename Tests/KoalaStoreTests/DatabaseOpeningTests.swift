@@ -4,27 +4,8 @@ import GRDB
 import XCTest
 
 /// Which database files the store opens, creates or refuses (issue 13, items 9 and 10).
-final class DatabaseOpeningTests: XCTestCase {
-    var root: URL!
-    var home: URL { root.appendingPathComponent("home") }
+final class DatabaseOpeningTests: StoreTestCase {
     var databaseURL: URL { home.appendingPathComponent(SubjectStore.databaseFileName) }
-
-    override func setUpWithError() throws {
-        root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-open-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
-
-    func photos(_ n: Int = 3) throws -> [PhotoInput] {
-        let dir = root.appendingPathComponent("in")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return try (0..<n).map { i in
-            let url = dir.appendingPathComponent("p\(i).jpg")
-            try Data((0..<2000).map { UInt8(truncatingIfNeeded: $0 * (i + 3) + i) }).write(to: url)
-            return PhotoInput(sourcePath: url.path, width: 300, height: 400, fileExtension: "jpg")
-        }
-    }
 
     /// A data directory holding subject rex, its store closed (so no -wal file is left).
     func makeSubject() throws {

@@ -4,26 +4,7 @@ import XCTest
 
 /// What killed processes leave behind is cleaned up at the next start, and only that:
 /// entries of running processes stay (issue 13, item 10).
-final class LeftoversTests: XCTestCase {
-    var root: URL!
-    var home: URL { root.appendingPathComponent("home") }
-
-    override func setUpWithError() throws {
-        root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-leftovers-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
-
-    func photos() throws -> [PhotoInput] {
-        let dir = root.appendingPathComponent("in")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return try (0..<3).map { i in
-            let url = dir.appendingPathComponent("p\(i).jpg")
-            try Data((0..<2000).map { UInt8(truncatingIfNeeded: $0 * (i + 3) + i) }).write(to: url)
-            return PhotoInput(sourcePath: url.path, width: 300, height: 400, fileExtension: "jpg")
-        }
-    }
+final class LeftoversTests: StoreTestCase {
 
     /// A process started and waited for: its pid is dead.
     func deadPID() throws -> Int32 {

@@ -6,16 +6,7 @@ import XCTest
 /// The store side of resuming a killed run: records that can be written again, a
 /// checkpoint deletion a crash cannot leave half done with rows of missing files, and
 /// runs whose process died.
-final class RunRecordingTests: XCTestCase {
-    var root: URL!
-    var home: URL { root.appendingPathComponent("home") }
-
-    override func setUpWithError() throws {
-        root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-runrec-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
+final class RunRecordingTests: StoreTestCase {
 
     func makeRun(_ store: SubjectStore, status: RunStatus = .running) throws -> (Subject, TrainingRun, URL) {
         let photo = root.appendingPathComponent("p.jpg")

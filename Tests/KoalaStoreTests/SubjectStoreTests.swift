@@ -6,19 +6,8 @@ import XCTest
 /// A failure the tests inject into store operations.
 struct InjectedFailure: Error {}
 
-final class SubjectStoreTests: XCTestCase {
-    var root: URL!
+final class SubjectStoreTests: StoreTestCase {
 
-    override func setUpWithError() throws {
-        root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-store-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: root)
-    }
-
-    var home: URL { root.appendingPathComponent("home") }
 
     /// A source "photo" (the store does not decode images, so any bytes do).
     func photo(_ name: String, seed: Int, size: Int = 3000) throws -> PhotoInput {
