@@ -175,7 +175,7 @@ struct TrainCommand: ParsableCommand {
     private func loadImages(_ store: SubjectStore, _ subjectID: Int64, _ recipe: TrainingRecipe, modelPath: String) throws -> [TrainingImage] {
         let photos = try store.photos(subjectID: subjectID)
         guard !photos.isEmpty else {
-            throw CLIError("subject \(name) has no photos; add some with `koalabooth subject add \(name) PHOTO…`")
+            throw CLIError("subject \(name) has no photos; add some with `koalabooth subject add-photos \(name) PHOTO…`")
         }
         let images = try photos.map { try RGBImage.load(path: store.url(forRelativePath: $0.path).path) }
         return try DreamBoothDataset.prepare(images, data: recipe.data, seed: recipe.train.seed,

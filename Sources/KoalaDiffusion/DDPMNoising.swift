@@ -30,6 +30,28 @@ extension NoiseSchedule {
         }
     }
 
+    /// Min-SNR-γ loss weights per timestep (Hang et al. 2023), as diffusers' training
+    /// scripts: min(SNR, γ)/SNR for epsilon, min(SNR, γ)/(SNR + 1) for v-prediction.
+    public func minSNRWeights(timesteps: [Int], gamma: Double, predictionType: PredictionType) -> [Float] {
+        snr(timesteps: timesteps).map { s in
+            Float(min(Double(s), gamma)) / (predictionType == .vPrediction ? s + 1 : s)
+        }
+    }
+
+    /// One training step's noise and timesteps for latents of `shape`, drawn from `source`
+    /// in the order of diffusers' training scripts: noise like the latents, then (when
+    /// `offset` ≠ 0) one offset value per sample and channel scaled by `offset` and added
+    /// over the whole plane (arXiv "diffusion with offset noise"), then one timestep per sample.
+    public func trainingNoise(shape: [Int], offset: Float,
+                              from source: inout some TensorRandomSource) -> (noise: Tensor, timesteps: [Int]) {
+        precondition(shape.count == 4, "latents must be [batch, channels, height, width], not \(shape)")
+        var noise = source.randn(shape)
+        if offset != 0 {
+            noise = noise + (source.randn([shape[0], shape[1], 1, 1]) * offset).expand(shape)
+        }
+        return (noise, source.randint(low: 0, high: numTrainTimesteps, count: shape[0]))
+    }
+
     private func perBatch(_ x: Tensor, _ n: Tensor, _ timesteps: [Int],
                           _ f: (Float, Float, Float, Float) -> Float) -> Tensor {
         precondition(x.shape == n.shape, "sample \(x.shape) and noise \(n.shape) differ in shape")

@@ -113,7 +113,7 @@ public final class DreamBoothTrainer {
         guard !recipe.prior.enabled || classImages != nil else {
             throw TrainingError("prior.enabled = true needs a class-image folder (ClassImageRequest)")
         }
-        guard !images.isEmpty else { throw TrainingError("no training photos; add some with `koalabooth subject add`") }
+        guard !images.isEmpty else { throw TrainingError("no training photos were given") }
         self.recipe = recipe
 
         let pipeline = try StableDiffusionXLPipeline.load(from: modelPath)
@@ -234,12 +234,7 @@ public final class DreamBoothTrainer {
             }
         }
         let x = xs.count == 1 ? xs[0] : Tensor.cat(xs, dim: 0)
-        var noise = r.noise.randn(x.shape)
-        if recipe.train.noiseOffset != 0 {
-            let offset = r.noise.randn([x.shape[0], x.shape[1], 1, 1]) * Float(recipe.train.noiseOffset)
-            noise = noise + offset.expand(x.shape)
-        }
-        let t = r.noise.randint(low: 0, high: noiseSchedule.numTrainTimesteps, count: xs.count)
+        let (noise, t) = noiseSchedule.trainingNoise(shape: x.shape, offset: Float(recipe.train.noiseOffset), from: &r.noise)
         let seed = UInt64(r.other.nextUInt32()) << 32 | UInt64(r.other.nextUInt32())
         return MicroBatch(latents: x, noise: noise, timesteps: t, timeIds: ids.count == 1 ? ids[0] : Tensor.cat(ids, dim: 0),
                           dropoutSeed: seed, instanceCount: b)
@@ -265,10 +260,8 @@ public final class DreamBoothTrainer {
         let pred = unet(sample: noisy, timestep: m.timesteps.map(Float.init), encoderHiddenStates: hidden,
                         textEmbeds: pooled, timeIds: m.timeIds)
         let perExample = pred.mseLoss(target, reduction: .none).reshape([b, -1]).mean(dim: 1)
-        // Min-SNR-γ (diffusers' training scripts): each example's MSE weighted by
-        // min(SNR, γ)/SNR for epsilon, min(SNR, γ)/(SNR + 1) for v-prediction.
-        let weights = recipe.train.minSNRGamma.map { gamma in
-            noiseSchedule.snr(timesteps: m.timesteps).map { s in Float(min(Double(s), gamma)) / (predictionType == .vPrediction ? s + 1 : s) }
+        let weights = recipe.train.minSNRGamma.map {
+            noiseSchedule.minSNRWeights(timesteps: m.timesteps, gamma: $0, predictionType: predictionType)
         }
         return PriorPreservation.loss(perExample: perExample, weights: weights, instanceCount: n, priorWeight: prior?.weight ?? 0)
     }

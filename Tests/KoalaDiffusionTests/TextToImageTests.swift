@@ -8,6 +8,10 @@ import XCTest
 /// End-to-end parity with diffusers' StableDiffusionXLPipeline on the tiny pipeline
 /// (`model init --preset tiny --seed 0`; fixture from tools/reference/fixtures_pipeline.py).
 final class TextToImageTests: XCTestCase {
+    /// Worst pixel allowed against diffusers (8-bit units): float32 sums in another order
+    /// move a few channel values across a rounding boundary by 1 (seen: 1); a wrong op moves
+    /// whole regions by tens.
+    static let worstPixel: Float = 4
     nonisolated(unsafe) static var modelDir: URL!
     nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
 
@@ -54,16 +58,8 @@ final class TextToImageTests: XCTestCase {
         let r = try Self.pipeline.generate(p, noise: noise)
         assertClose(r.latents, try f.tensor("\(name).latents"), atol: 2e-3, rtol: 2e-3, name, file: file, line: line)
         let expected = try f.tensor("\(name).image").toArray()
-        let ours = try GenerateImages.bytes(r)
-        XCTAssertEqual(ours.count, expected.count, file: file, line: line)
-        var diff = 0.0, worst: Float = 0
-        for (a, b) in zip(ours, expected) {
-            diff += Double(abs(Float(a) - b))
-            worst = max(worst, abs(Float(a) - b))
-        }
-        let mean = diff / Double(expected.count)
-        print("\(name): image mean abs diff \(mean)/255, worst \(worst)/255")
-        XCTAssertLessThanOrEqual(mean, 1.0, "\(name): mean abs difference \(mean)/255 (worst \(worst))", file: file, line: line)
+        let d = assertImageMatches(try GenerateImages.bytes(r), expected[...], worst: Self.worstPixel, name, file: file, line: line)
+        print("\(name): image mean abs diff \(d.mean)/255, worst \(d.worst)/255")
     }
 
     func testDPMSolverWithNegativePromptMatchesDiffusers() throws { try check("dpm_neg_latents", givenLatents: true) }

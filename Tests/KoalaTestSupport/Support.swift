@@ -82,3 +82,23 @@ extension Tensor {
         return Tensor.randn(shape, generator: &rng)
     }
 }
+
+/// An 8-bit image against a reference image (values 0…255 as float): bounds the mean
+/// absolute difference and the worst pixel, since a mean alone hides a few wrong pixels.
+/// Returns (mean, worst) for callers that also want them apart.
+@discardableResult
+public func assertImageMatches(_ pixels: [UInt8], _ expected: ArraySlice<Float>, mean maxMean: Double = 1.0,
+                               worst maxWorst: Float, _ message: @autoclosure () -> String = "",
+                               file: StaticString = #filePath, line: UInt = #line) -> (mean: Double, worst: Float) {
+    XCTAssertEqual(pixels.count, expected.count, "pixel count \(message())", file: file, line: line)
+    var total = 0.0, worst: Float = 0
+    for (a, b) in zip(pixels, expected) {
+        let d = abs(Float(a) - b)
+        total += Double(d)
+        worst = max(worst, d)
+    }
+    let mean = total / Double(max(expected.count, 1))
+    XCTAssertLessThanOrEqual(mean, maxMean, "mean abs difference \(mean)/255 (worst \(worst)) \(message())", file: file, line: line)
+    XCTAssertLessThanOrEqual(worst, maxWorst, "worst pixel \(worst)/255 (mean \(mean)) \(message())", file: file, line: line)
+    return (mean, worst)
+}
