@@ -301,7 +301,7 @@ struct TrainedSubject {
             Output.note("not recorded in \(subject.name)'s history: \(imagePath) is outside the data directory")
             return
         }
-        _ = try store.addGeneration(Generation(subjectId: subject.id!, runId: run.id, checkpointId: checkpoint.id,
+        _ = try store.recordGeneration(Generation(subjectId: subject.id!, runId: run.id, checkpointId: checkpoint.id,
                                                prompt: p.prompt, negativePrompt: p.negativePrompt ?? "", seed: Int64(bitPattern: p.seed),
                                                steps: p.steps, scheduler: p.scheduler.rawValue, guidanceScale: Double(p.guidance),
                                                width: size.width, height: size.height, imagePath: relative))

@@ -52,7 +52,7 @@ extension SubjectStore {
     public func recordCheckpoint(runID: Int64, step: Int, kind: CheckpointKind, file: URL) throws -> Checkpoint {
         let path = try relativePath(of: file)
         let (sha, size) = try SHA256.hexOfFile(atPath: file.path)
-        return try database.write { db in
+        return try write { db in
             guard try TrainingRun.exists(db, key: runID) else { throw StoreError.unknownRun(id: runID) }
             let key = Checkpoint.Columns.runId == runID && Checkpoint.Columns.step == step && Checkpoint.Columns.kind == kind
             guard var c = try Checkpoint.filter(key).fetchOne(db) else {

@@ -58,7 +58,7 @@ extension SubjectStore {
     /// that a resumed run redoes) updates that row, keeping its id and creation time,
     /// instead of failing.
     public func recordGeneration(_ generation: Generation) throws -> Generation {
-        try database.write { db in
+        try write { db in
             var g = generation
             if let old = try Generation.filter(Generation.Columns.imagePath == g.imagePath).fetchOne(db) {
                 (g.id, g.createdAt) = (old.id, old.createdAt)

@@ -471,19 +471,6 @@ public final class SubjectStore: Sendable {
         }
     }
 
-    /// Records a checkpoint file that a run has finished writing inside the data
-    /// directory (usually under `runDirectory`); hashes it.
-    public func addCheckpoint(runID: Int64, step: Int, kind: CheckpointKind, file: URL) throws -> Checkpoint {
-        let path = try relativePath(of: file)
-        let (sha, size) = try SHA256.hexOfFile(atPath: file.path)
-        return try write { db in
-            guard try TrainingRun.exists(db, key: runID) else { throw StoreError.unknownRun(id: runID) }
-            var c = Checkpoint(runId: runID, step: step, kind: kind, path: path, sha256: sha, byteCount: size)
-            try c.insert(db)
-            return try Checkpoint.fetchOne(db, key: c.id!)!
-        }
-    }
-
     /// The newest checkpoint of the subject's most recent finished run.
     public func latestFinishedCheckpoint(subjectID: Int64) throws -> (run: TrainingRun, checkpoint: Checkpoint)? {
         try database.read { db in
@@ -495,16 +482,6 @@ public final class SubjectStore: Sendable {
                 }
             }
             return nil
-        }
-    }
-
-    /// Records a generated image (already written inside the data directory).
-    public func addGeneration(_ generation: Generation) throws -> Generation {
-        try write { db in
-            var g = generation
-            g.id = nil
-            try g.insert(db)
-            return try Generation.fetchOne(db, key: g.id!)!
         }
     }
 

@@ -330,11 +330,11 @@ final class SubjectCLITests: XCTestCase {
         let file = store.runDirectory(subjectID: rex.id!, runID: run.id!).appendingPathComponent("lora-400.safetensors")
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data(repeating: 3, count: 4096).write(to: file)
-        let ckpt = try store.addCheckpoint(runID: run.id!, step: 400, kind: .lora, file: file)
+        let ckpt = try store.recordCheckpoint(runID: run.id!, step: 400, kind: .lora, file: file)
         let image = store.generationDirectory(subjectID: rex.id!).appendingPathComponent("g1.png")
         try FileManager.default.createDirectory(at: image.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data("png".utf8).write(to: image)
-        _ = try store.addGeneration(Generation(subjectId: rex.id!, runId: run.id, checkpointId: ckpt.id, prompt: "a sks dog on a beach", seed: 7,
+        _ = try store.recordGeneration(Generation(subjectId: rex.id!, runId: run.id, checkpointId: ckpt.id, prompt: "a sks dog on a beach", seed: 7,
                                                steps: 25, scheduler: "dpmsolver++", guidanceScale: 5, width: 1024, height: 1024,
                                                imagePath: try store.relativePath(of: image)))
 

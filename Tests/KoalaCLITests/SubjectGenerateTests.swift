@@ -47,7 +47,7 @@ final class SubjectGenerateTests: XCTestCase {
         try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
         let lora = runDir.appendingPathComponent("lora-10.safetensors")
         try FileManager.default.copyItem(at: Fixtures.directory.appendingPathComponent("lora/peft.safetensors"), to: lora)
-        _ = try store.addCheckpoint(runID: run.id!, step: 10, kind: .lora, file: lora)
+        _ = try store.recordCheckpoint(runID: run.id!, step: 10, kind: .lora, file: lora)
         run.status = .finished
         run.stepsDone = 10
         try store.updateRun(run)

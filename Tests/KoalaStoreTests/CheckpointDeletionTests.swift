@@ -39,7 +39,7 @@ final class CheckpointDeletionTests: StoreTestCase {
             let tag = String(format: "step%06d", step)
             let lora = dir.appendingPathComponent("lora-\(tag).safetensors")
             try Data(repeating: UInt8(step), count: 64).write(to: lora)
-            checkpoints.append(try store.addCheckpoint(runID: run.id!, step: step, kind: .lora, file: lora))
+            checkpoints.append(try store.recordCheckpoint(runID: run.id!, step: step, kind: .lora, file: lora))
             let files = [dir.appendingPathComponent("optimizer-\(tag).safetensors"), dir.appendingPathComponent("state-\(tag).json")]
             for f in files { try Data("x\(step)".utf8).write(to: f) }
             let folder = dir.appendingPathComponent("unet-\(tag)")
@@ -49,7 +49,7 @@ final class CheckpointDeletionTests: StoreTestCase {
         }
         let image = dir.appendingPathComponent("validation/step000010-p1-1.png")
         try Data("png".utf8).write(to: image)
-        let gen = try store.addGeneration(Generation(subjectId: subject.id!, runId: run.id, checkpointId: checkpoints[0].id, prompt: "sks dog",
+        let gen = try store.recordGeneration(Generation(subjectId: subject.id!, runId: run.id, checkpointId: checkpoints[0].id, prompt: "sks dog",
                                                      seed: 0, steps: 4, scheduler: "dpm-solver++", guidanceScale: 7.5, width: 64, height: 64,
                                                      imagePath: try store.relativePath(of: image)))
         return Fixture(run: run, old: checkpoints[0], new: checkpoints[1], oldExtras: extras, generation: gen)

@@ -245,7 +245,7 @@ final class SubjectStoreTests: StoreTestCase {
             let ckpt = plain.runDirectory(subjectID: run.subjectId, runID: run.id!).appendingPathComponent("step-10.safetensors")
             try FileManager.default.createDirectory(at: ckpt.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data("weights".utf8).write(to: ckpt)
-            _ = try plain.addCheckpoint(runID: run.id!, step: 10, kind: .lora, file: ckpt)
+            _ = try plain.recordCheckpoint(runID: run.id!, step: 10, kind: .lora, file: ckpt)
             let before = try snapshot(plain)
 
             XCTAssertThrowsError(try failing.createSubject(name: "new", token: "sks", classNoun: "dog", photos: try threePhotos()), "\(step)") {
@@ -292,13 +292,13 @@ final class SubjectStoreTests: StoreTestCase {
         let file = store.runDirectory(subjectID: rex.id!, runID: run.id!).appendingPathComponent("lora-10.safetensors")
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data(repeating: 7, count: 100).write(to: file)
-        let ckpt = try store.addCheckpoint(runID: run.id!, step: 10, kind: .lora, file: file)
+        let ckpt = try store.recordCheckpoint(runID: run.id!, step: 10, kind: .lora, file: file)
         XCTAssertEqual(ckpt.byteCount, 100)
         XCTAssertEqual(ckpt.path, "subjects/\(rex.id!)/runs/\(run.id!)/lora-10.safetensors")
         let image = store.generationDirectory(subjectID: rex.id!).appendingPathComponent("1.png")
         try FileManager.default.createDirectory(at: image.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data("png".utf8).write(to: image)
-        let gen = try store.addGeneration(Generation(subjectId: rex.id!, runId: run.id, checkpointId: ckpt.id, prompt: "a sks dog",
+        let gen = try store.recordGeneration(Generation(subjectId: rex.id!, runId: run.id, checkpointId: ckpt.id, prompt: "a sks dog",
                                                      seed: 42, steps: 20, scheduler: "dpm++", guidanceScale: 5, width: 512, height: 512,
                                                      imagePath: try store.relativePath(of: image)))
         XCTAssertEqual(try store.generations(subjectID: rex.id!), [gen])
@@ -330,7 +330,7 @@ final class SubjectStoreTests: StoreTestCase {
                 let f = store.runDirectory(subjectID: rex.id!, runID: r.id!).appendingPathComponent("\(step).safetensors")
                 try FileManager.default.createDirectory(at: f.deletingLastPathComponent(), withIntermediateDirectories: true)
                 try Data([UInt8(step)]).write(to: f)
-                return try store.addCheckpoint(runID: r.id!, step: step, kind: .lora, file: f)
+                return try store.recordCheckpoint(runID: r.id!, step: step, kind: .lora, file: f)
             }
         }
         XCTAssertNil(try store.latestFinishedCheckpoint(subjectID: rex.id!))
@@ -340,8 +340,8 @@ final class SubjectStoreTests: StoreTestCase {
         XCTAssertEqual(try store.latestFinishedCheckpoint(subjectID: rex.id!)?.checkpoint, finished[1])
         XCTAssertEqual(try store.runs(subjectID: rex.id!).map(\.status), [.running, .failed, .finished])
         XCTAssertEqual(try store.checkpoints(subjectID: rex.id!).map(\.step), [20, 50, 100])
-        XCTAssertThrowsError(try store.addCheckpoint(runID: 999, step: 1, kind: .full, file: store.url(forRelativePath: finished[0].path)))
-        XCTAssertThrowsError(try store.addCheckpoint(runID: finished[0].runId, step: 1, kind: .full, file: root.appendingPathComponent("x"))) {
+        XCTAssertThrowsError(try store.recordCheckpoint(runID: 999, step: 1, kind: .full, file: store.url(forRelativePath: finished[0].path)))
+        XCTAssertThrowsError(try store.recordCheckpoint(runID: finished[0].runId, step: 1, kind: .full, file: root.appendingPathComponent("x"))) {
             guard case .outsideHome = $0 as? StoreError else { return XCTFail("\($0)") }
         }
     }
