@@ -14,6 +14,7 @@ final class GenerationBoundsTests: XCTestCase {
     override class func setUp() {
         super.setUp()
         root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-bounds-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         let dir = root.appendingPathComponent("tiny").path
         try! StableDiffusionXLPipeline.initialize(preset: try! PipelinePreset.named("tiny"), seed: 0, at: dir)
         pipeline = try! StableDiffusionXLPipeline.load(from: dir)
