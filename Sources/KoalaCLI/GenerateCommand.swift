@@ -62,13 +62,13 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Seed for the initial noise.")
     var seed: UInt64 = 0
 
-    @Option(help: "Image width in pixels (multiple of 8; default: the model's native size).")
+    @Option(help: "Image width in pixels (a multiple of the model's size step, 32 for KOALA/SDXL; at most 4096, and what memory allows; default: the model's native size).")
     var width: Int?
 
-    @Option(help: "Image height in pixels (multiple of 8; default: the model's native size).")
+    @Option(help: "Image height in pixels (as --width; default: the model's native size).")
     var height: Int?
 
-    @Option(help: "Number of images.")
+    @Option(help: "Number of images (at most 10000; drawn and written one at a time).")
     var count = 1
 
     @Option(help: "Noise source: torch (default; same noise as torch.Generator().manual_seed(seed)) or native.")
@@ -93,6 +93,11 @@ struct GenerateCommand: ParsableCommand {
     var jpegQuality = 95
 
     func validate() throws {
+        // NaN passes every range check written as a comparison and draws an all-black picture.
+        for (flag, value) in [("--guidance", guidance), ("--guidance-rescale", guidanceRescale), ("--lora-scale", loraScale)]
+        where !value.isFinite {
+            throw ValidationError("\(flag) must be a finite number, got \(value)")
+        }
         guard SchedulerKind(rawValue: scheduler) != nil else {
             throw ValidationError("unknown --scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -102,16 +107,21 @@ struct GenerateCommand: ParsableCommand {
         guard RNGKind(rawValue: rng) != nil else { throw ValidationError("--rng must be torch or native, not '\(rng)'") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        guard count <= GenerationLimits.maxCount else {
+            throw ValidationError("--count \(count) is over the limit of \(GenerationLimits.maxCount) images per command; run generate several times (with different --seed) for more")
+        }
         guard (0...1).contains(guidanceRescale) else { throw ValidationError("--guidance-rescale must be between 0 and 1") }
         if lora == nil && subject == nil && loraScale != 1 { throw ValidationError("--lora-scale needs --lora FILE or --subject") }
         if model == nil && subject == nil { throw ValidationError("give --model DIR (or --subject NAME to use a trained subject)") }
         if runID != nil && subject == nil { throw ValidationError("--run needs --subject") }
         if subject != nil && lora != nil { throw ValidationError("--lora and --subject cannot be combined: a subject brings its own weights") }
-        guard loraScale.isFinite else { throw ValidationError("--lora-scale must be a number") }
         guard (1...100).contains(jpegQuality) else { throw ValidationError("--jpeg-quality must be between 1 and 100") }
         for (name, value) in [("--width", width), ("--height", height)] {
             if let v = value, v <= 0 || v % 8 != 0 {
                 throw ValidationError("\(name) must be a positive multiple of 8, got \(v) (try \(max(8, v / 8 * 8)))")
+            }
+            if let v = value, v > GenerationLimits.maxSide {
+                throw ValidationError("\(name) \(v) is over the limit of \(GenerationLimits.maxSide) pixels (SDXL-family models draw 1024 natively)")
             }
         }
     }
@@ -172,35 +182,62 @@ struct GenerateCommand: ParsableCommand {
         }
         let size = (width: width ?? pipeline.defaultSize.width, height: height ?? pipeline.defaultSize.height)
         let shape = try pipeline.latentShape(width: size.width, height: size.height, count: count)
+        let latentBytes = Double(shape.dropFirst().reduce(1, *) * MemoryLayout<Float>.size)
+        do {
+            try pipeline.checkRequest(width: size.width, height: size.height, count: count, guidance: guidance,
+                                      keptBytesPerImage: saveLatents == nil ? 0 : latentBytes, available: SystemMemory.availableBytes())
+        } catch let e as GenerationError { throw CLIError(e.description) }
+        try Self.checkDiskSpace(folder: outDir, bytes: Double(count) * GenerationFootprint.outputBytes(width: size.width, height: size.height),
+                                what: "\(count) image\(count == 1 ? "" : "s") of \(size.width)x\(size.height)")
         let noise = try latents.map { try Self.readLatents($0, expected: shape) }
 
-        let result = try pipeline.generate(p, noise: noise) { prog in
-            let perStep = prog.elapsed / Double(prog.step)
-            let eta = perStep * Double(prog.total - prog.step)
-            let filled = prog.step * 20 / prog.total
-            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled)
-            Output.note(String(format: "[%@] step %d/%d  %.2f s/step  ETA %.0f s", bar, prog.step, prog.total, perStep, eta))
-        }
-        if let saveLatents {
-            try SafeTensors.write(["latents": result.latents], to: saveLatents, metadata: metadata(p, size, model))
+        // Images are drawn, written and recorded one at a time: memory does not grow with
+        // --count, and a failure keeps the images finished before it.
+        let saved = saveLatents == nil ? nil : Tensor(empty: shape)
+        let paths = Self.outputPaths(output, count: count)
+        let text = metadata(p, size, model).sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
+        do {
+            try pipeline.generateEach(p, noise: noise, progress: { index, prog in
+                let perStep = prog.elapsed / Double(prog.step)
+                let eta = perStep * Double(prog.total - prog.step)
+                let filled = prog.step * 20 / prog.total
+                let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled)
+                let which = count > 1 ? "image \(index + 1)/\(count) " : ""
+                Output.note(String(format: "%@[%@] step %d/%d  %.2f s/step  ETA %.0f s", which, bar, prog.step, prog.total, perStep, eta))
+            }) { i, latents, decoded in
+                if let saved {
+                    let n = saved.count / count
+                    (saved.data + i * n).update(from: latents.contiguous().data, count: n)
+                }
+                let pixels = decoded.contiguous()
+                let values = Array(UnsafeBufferPointer(start: pixels.data, count: pixels.count))
+                let image = RGBImage(planarFloats: values, width: size.width, height: size.height)
+                let path = paths[i]
+                if jpeg {
+                    try image.writeJPEG(path: path, quality: jpegQuality)
+                } else {
+                    var chunks = text
+                    if count > 1 { chunks.append((key: "index", value: "\(i + 1) of \(count)")) }
+                    try image.writePNG(path: path, text: chunks)
+                }
+                print("wrote \(path)")
+                try trained?.record(p, size: size, imagePath: path)
+            }
+        } catch let e as NonFiniteLatentsError { throw CLIError(e.description) }
+        if let saveLatents, let saved {
+            try SafeTensors.write(["latents": saved], to: saveLatents, metadata: metadata(p, size, model))
             print("wrote \(saveLatents)")
         }
+    }
 
-        let images = result.images.contiguous()
-        let n = 3 * size.width * size.height
-        let text = metadata(p, size, model).sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
-        for (i, path) in Self.outputPaths(output, count: count).enumerated() {
-            let values = Array(UnsafeBufferPointer(start: images.data + i * n, count: n))
-            let image = RGBImage(planarFloats: values, width: size.width, height: size.height)
-            if jpeg {
-                try image.writeJPEG(path: path, quality: jpegQuality)
-            } else {
-                var chunks = text
-                if count > 1 { chunks.append((key: "index", value: "\(i + 1) of \(count)")) }
-                try image.writePNG(path: path, text: chunks)
-            }
-            print("wrote \(path)")
-            try trained?.record(p, size: size, imagePath: path)
+    /// Refuses to start what the output folder's free space cannot hold.
+    static func checkDiskSpace(folder: String, bytes: Double, what: String) throws {
+        var fs = statvfs()
+        guard statvfs(folder, &fs) == 0 else { return }
+        let free = Double(fs.f_bavail) * Double(fs.f_frsize)
+        guard bytes <= free else {
+            let gib = { (b: Double) in String(format: "%.1f GiB", b / 1_073_741_824) }
+            throw CLIError("\(what) can take up to \(gib(bytes)), but \(folder) has \(gib(free)) free; draw fewer images (--count) or write them elsewhere (--output)")
         }
     }
 
@@ -253,6 +290,9 @@ struct GenerateCommand: ParsableCommand {
         guard t.shape == expected else {
             let fmt = { (s: [Int]) in s.map(String.init).joined(separator: "x") }
             throw CLIError("--latents \(path) holds \(fmt(t.shape)) latents, but this size and --count need \(fmt(expected)) (batch x 4 x height/8 x width/8)")
+        }
+        if let bad = t.firstNonFinite() {
+            throw CLIError("--latents \(path) holds \(bad.value) at element \(bad.index): starting latents must be finite numbers (NaN or infinity would draw a black picture)")
         }
         return t
     }

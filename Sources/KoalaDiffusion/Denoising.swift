@@ -23,13 +23,16 @@ public func sdxlTimeIds(width: Int, height: Int, batch: Int) -> Tensor {
 ///     is not used.
 ///   - noise: unscaled standard-normal starting latents [count, C, height/f, width/f].
 /// - Returns: the final latents (still scaled for the U-Net).
+/// - Throws: `NonFiniteLatentsError` when the latents hold a NaN or infinity after a step
+///   (an overflowing guidance or LoRA scale, corrupt weights): decoded, they would be an
+///   all-black picture passed off as a result.
 public func denoiseLatents(unet: UNet2DConditionModel, scheduler: inout any Scheduler,
                            conditional: PromptEmbeddings, unconditional: PromptEmbeddings?,
                            guidance: Float, guidanceRescale: Float = 0, noise: Tensor, width: Int, height: Int,
-                           progress: (GenerationProgress) -> Void = { _ in }) -> Tensor {
+                           progress: (GenerationProgress) -> Void = { _ in }) throws -> Tensor {
     precondition(conditional.hiddenStates.shape[0] == noise.shape[0],
                  "denoiseLatents: \(conditional.hiddenStates.shape[0]) prompt rows for \(noise.shape[0]) latents")
-    return noGrad {
+    return try noGrad {
         var context = conditional.hiddenStates, pooled = conditional.pooled
         let cfg = guidance > 1
         if cfg {
@@ -51,9 +54,27 @@ public func denoiseLatents(unet: UNet2DConditionModel, scheduler: inout any Sche
                 if guidanceRescale > 0 { eps = rescaleNoiseCFG(eps, text: text, rescale: guidanceRescale) }
             }
             latents = scheduler.step(modelOutput: eps, timestep: t, sample: latents)
+            if latents.firstNonFiniteIndex() != nil {
+                throw NonFiniteLatentsError(step: i + 1, total: timesteps.count, timestep: t, guidance: guidance)
+            }
             progress(GenerationProgress(step: i + 1, total: timesteps.count, elapsed: Date().timeIntervalSince(start)))
         }
         return latents
+    }
+}
+
+/// The denoising loop's latents went NaN or infinite: the U-Net's output overflowed.
+public struct NonFiniteLatentsError: Error, CustomStringConvertible {
+    /// 1-based step after which the latents were first non-finite.
+    public let step: Int
+    public let total: Int
+    public let timestep: Float
+    public let guidance: Float
+
+    public var description: String {
+        "the latents became NaN or infinite at denoising step \(step) of \(total) (timestep \(String(format: "%g", timestep))), so the picture " +
+            "would be black and none is written; the model's output overflowed. Lower the guidance scale (now \(String(format: "%g", guidance))) " +
+            "or the LoRA scale, or check the model and LoRA weights for corrupt values"
     }
 }
 

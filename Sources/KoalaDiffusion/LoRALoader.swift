@@ -125,6 +125,7 @@ public struct LoRA {
                 continue
             }
             let down = try file.tensor(downKey).contiguous(), up = try file.tensor(upKey).contiguous()
+            for (key, t) in [(downKey, down), (upKey, up)] { try Self.requireFinite(t, key: key, path: path) }
             let weight = params[component]![module + ".weight"]!
             let rank = down.shape.first ?? 0
             let rest = weight.shape.dropFirst().reduce(1, *)
@@ -140,6 +141,7 @@ public struct LoRA {
             if let alphaKey = parts.alpha {
                 let a = try file.tensor(alphaKey)
                 guard a.count == 1 else { problems.append("\(alphaKey) (alpha must be a single value, has shape \(a.shape))"); continue }
+                try Self.requireFinite(a, key: alphaKey, path: path)
                 alpha = a.contiguous().data[0]
             } else if let meta = adapterMetadata {
                 alpha = Self.metadataAlpha(meta, component: component, module: module) ?? alpha
@@ -201,6 +203,13 @@ public struct LoRA {
             return (component, module, role)
         }
         return nil
+    }
+
+    /// A NaN or infinity in a LoRA (a diverged training run, a damaged file) would turn
+    /// every merged weight it touches non-finite and every picture black.
+    static func requireFinite(_ t: Tensor, key: String, path: String) throws {
+        guard let bad = t.firstNonFinite() else { return }
+        throw LoRAError("LoRA file \(path) is unusable: tensor \(key) holds \(bad.value) at element \(bad.index) (NaN or infinite values; the training run that wrote it diverged, or the file is damaged). Use an earlier checkpoint or retrain")
     }
 
     static func adapterMetadata(_ metadata: [String: String]) -> [String: Any]? {

@@ -133,8 +133,7 @@ extension StableDiffusionXLPipeline {
         guard width > 0, height > 0, width % 8 == 0, height % 8 == 0 else {
             throw GenerationError("width and height must be positive multiples of 8, got \(width)x\(height); for example \(max(8, width / 8 * 8))x\(max(8, height / 8 * 8))")
         }
-        // The U-Net halves the latent (blocks − 1) times and must be able to double it back.
-        let multiple = vaeScaleFactor << (unet.config.downBlockTypes.count - 1)
+        let multiple = sizeMultiple
         guard width % multiple == 0, height % multiple == 0 else {
             throw GenerationError("this model needs width and height that are multiples of \(multiple), got \(width)x\(height); for example \(max(multiple, width / multiple * multiple))x\(max(multiple, height / multiple * multiple))")
         }
@@ -181,10 +180,38 @@ extension StableDiffusionXLPipeline {
         return try noGrad {
             let cond = encodePrompt([p.prompt])
             let uncond = p.guidance > 1 ? encodeNegativePrompt(p.negativePrompt, like: cond).repeated(p.count) : nil
-            let latents = denoiseLatents(unet: unet, scheduler: &scheduler, conditional: cond.repeated(p.count), unconditional: uncond,
+            let latents = try denoiseLatents(unet: unet, scheduler: &scheduler, conditional: cond.repeated(p.count), unconditional: uncond,
                                          guidance: p.guidance, guidanceRescale: p.guidanceRescale, noise: try noise ?? initialNoise(p),
                                          width: width, height: height, progress: progress)
             return GenerationResult(latents: latents, images: decodeLatents(latents), width: width, height: height)
+        }
+    }
+
+    /// `generate` one image at a time, for any count: each image is denoised, decoded and
+    /// handed to `body` (index from 0, final latents [1, 4, h, w], image [1, 3, H, W])
+    /// before the next one starts, so memory does not grow with `p.count`. The starting
+    /// noise is `noise`'s row `index`, or the same draws `initialNoise(p)` makes for the
+    /// batch (one generator continued from image to image). Each image runs the U-Net alone
+    /// rather than in a batch of `p.count`, which changes its result only by rounding.
+    public func generateEach(_ p: GenerationParameters, noise: Tensor? = nil,
+                             progress: (_ index: Int, GenerationProgress) -> Void = { _, _ in },
+                             _ body: (_ index: Int, _ latents: Tensor, _ image: Tensor) throws -> Void) throws {
+        let width = p.width ?? defaultSize.width, height = p.height ?? defaultSize.height
+        let shape = try latentShape(width: width, height: height, count: p.count)
+        if let noise, noise.shape != shape {
+            throw GenerationError("the initial latents are \(noise.shape.map(String.init).joined(separator: "x")) but a \(width)x\(height) image (count \(p.count)) needs \(shape.map(String.init).joined(separator: "x"))")
+        }
+        var draws = NoiseDraws(p, shape: shape, given: noise)
+        try noGrad {
+            let cond = encodePrompt([p.prompt])
+            let uncond = p.guidance > 1 ? encodeNegativePrompt(p.negativePrompt, like: cond) : nil
+            for index in 0..<p.count {
+                var scheduler = try makeScheduler(p)
+                let latents = try denoiseLatents(unet: unet, scheduler: &scheduler, conditional: cond, unconditional: uncond,
+                                                 guidance: p.guidance, guidanceRescale: p.guidanceRescale, noise: draws.next(),
+                                                 width: width, height: height) { progress(index, $0) }
+                try body(index, latents, decodeLatents(latents))
+            }
         }
     }
 
@@ -192,6 +219,40 @@ extension StableDiffusionXLPipeline {
     /// has them, else the scaling factor) and decodes to images [B, 3, H, W].
     public func decodeLatents(_ latents: Tensor, tiled: Bool = false) -> Tensor {
         noGrad { vae.decode(unscaleLatents(latents, config: vae.config), tiled: tiled) }
+    }
+}
+
+/// The starting noise of one image after another, equal to the rows of one batch draw
+/// (`initialNoise`). Both generators give a batch's rows as consecutive draws, except
+/// PyTorch's for rows whose size is not a multiple of 16 (it redraws a batch's last 16
+/// values); those small latents are drawn as one batch and sliced.
+struct NoiseDraws {
+    private enum Source { case torch(TorchGenerator), native(RandomGenerator), batch(Tensor) }
+    private var source: Source
+    private let row: [Int]
+    private var index = 0
+
+    init(_ p: GenerationParameters, shape: [Int], given: Tensor?) {
+        row = [1] + shape.dropFirst()
+        let n = row.reduce(1, *)
+        if let given {
+            source = .batch(given)
+        } else {
+            switch p.rng {
+            case .torch where n >= 16 && n % 16 == 0: source = .torch(TorchGenerator(seed: p.seed))
+            case .torch: var g = TorchGenerator(seed: p.seed); source = .batch(g.randn(shape))
+            case .native: source = .native(RandomGenerator(seed: p.seed))
+            }
+        }
+    }
+
+    mutating func next() -> Tensor {
+        defer { index += 1 }
+        switch source {
+        case .torch(var g): defer { source = .torch(g) }; return g.randn(row)
+        case .native(var g): defer { source = .native(g) }; return g.randn(row)
+        case .batch(let t): return t.slice(0, index, index + 1).contiguous()
+        }
     }
 }
 

@@ -167,7 +167,7 @@ public final class ValidationSampler {
             }
             var scheduler = try p.scheduler.make(config: schedulerConfigFor(p))
             try scheduler.setTimesteps(p.steps)
-            let latents = denoiseLatents(unet: unet, scheduler: &scheduler, conditional: prompt.conditional.repeated(count),
+            let latents = try denoiseLatents(unet: unet, scheduler: &scheduler, conditional: prompt.conditional.repeated(count),
                                          unconditional: prompt.unconditional.repeated(count), guidance: p.guidance,
                                          noise: noise, width: resolution, height: resolution)
             let images = decoder.decode(latents).contiguous()
