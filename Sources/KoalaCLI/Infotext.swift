@@ -140,6 +140,6 @@ struct Infotext {
         guard headerLength < UInt64(Int.max - 8), (try? handle.seek(toOffset: 8 + headerLength)) != nil else { return nil }
         var sha = SHA256()
         while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty { sha.update(chunk) }
-        return SHA256.hex(sha.finalize()).prefix(12).lowercased()
+        return String(sha.finalize().prefix(6).map { String(format: "%02x", $0) }.joined())
     }
 }
