@@ -27,7 +27,8 @@ import tempfile
 
 import open_clip
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline,
+                       UNet2DConditionModel)
 from open_clip.tokenizer import bytes_to_unicode
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
@@ -154,7 +155,6 @@ def main():
         json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
     print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path) / 1024:.1f} KiB)")
 
-    from diffusers import DPMSolverMultistepScheduler
     schedulers = {"euler": EulerDiscreteScheduler.from_config(pipe.scheduler.config),
                   "dpm": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)}
     images = {}
