@@ -160,7 +160,8 @@ public struct CLIPTokenizer: Sendable {
 
         // Merge ranks keyed by the pair of symbol ids; the merged symbol must be in the vocabulary.
         var merges: [UInt64: Merge] = [:]
-        merges.reserveCapacity(rules.pairs.count)
+        // Twice the rules: a half-full table keeps the BPE loop's lookups short.
+        merges.reserveCapacity(2 * rules.pairs.count)
         for (rank, pair) in rules.pairs.enumerated() {
             guard let a = vocab[pair.left], let b = vocab[pair.right], let merged = vocab[pair.left + pair.right] else {
                 throw CLIPTokenizerError.corruptFile(rules.url, reason: "\(rules.location(rank)) (\(pair.left) \(pair.right)) uses a symbol that the vocabulary lacks")
