@@ -59,6 +59,9 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Use Karras sigmas (dpm-solver++ and euler).")
     var karras = false
 
+    @Option(help: "Timestep spacing: \(TimestepSpacing.allCases.map(\.rawValue).joined(separator: ", ")); default: the model's scheduler_config.json (KOALA-Lightning samples with trailing).")
+    var timestepSpacing: String?
+
     @Option(help: "Seed for the initial noise.")
     var seed: UInt64 = 0
 
@@ -105,6 +108,9 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("--karras does not apply to ddim (DDIM steps through the training timesteps); use it with dpm-solver++ or euler")
         }
         guard RNGKind(rawValue: rng) != nil else { throw ValidationError("--rng must be torch or native, not '\(rng)'") }
+        if let t = timestepSpacing, TimestepSpacing(rawValue: t) == nil {
+            throw ValidationError("unknown --timestep-spacing '\(t)'; choose one of \(TimestepSpacing.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         guard count <= GenerationLimits.maxCount else {
@@ -159,6 +165,7 @@ struct GenerateCommand: ParsableCommand {
         p.guidanceRescale = guidanceRescale
         p.scheduler = SchedulerKind(rawValue: scheduler)!
         p.karras = karras
+        p.timestepSpacing = timestepSpacing.flatMap(TimestepSpacing.init(rawValue:))
         p.seed = seed
         p.width = width
         p.height = height
@@ -195,7 +202,8 @@ struct GenerateCommand: ParsableCommand {
         // --count, and a failure keeps the images finished before it.
         let saved = saveLatents == nil ? nil : Tensor(empty: shape)
         let paths = Self.outputPaths(output, count: count)
-        let text = metadata(p, size, model).sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
+        let meta = metadata(p, size, model, schedulerConfig: pipeline.schedulerConfig, trained: trained)
+        let text = meta.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
         do {
             try pipeline.generateEach(p, noise: noise, progress: { index, prog in
                 let perStep = prog.elapsed / Double(prog.step)
@@ -225,7 +233,7 @@ struct GenerateCommand: ParsableCommand {
             }
         } catch let e as NonFiniteLatentsError { throw CLIError(e.description) }
         if let saveLatents, let saved {
-            try SafeTensors.write(["latents": saved], to: saveLatents, metadata: metadata(p, size, model))
+            try SafeTensors.write(["latents": saved], to: saveLatents, metadata: meta)
             print("wrote \(saveLatents)")
         }
     }
@@ -241,12 +249,19 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
-    /// Every parameter that decides the image, as PNG text chunks / safetensors metadata.
-    func metadata(_ p: GenerationParameters, _ size: (width: Int, height: Int), _ model: String) -> [String: String] {
-        var m = p.textChunks(width: size.width, height: size.height, model: model)
+    /// Every parameter that decides the image, as PNG text chunks / safetensors metadata,
+    /// plus A1111's `parameters` text.
+    func metadata(_ p: GenerationParameters, _ size: (width: Int, height: Int), _ model: String,
+                  schedulerConfig: SchedulerConfig, trained: TrainedSubject?) -> [String: String] {
+        var m = p.textChunks(width: size.width, height: size.height, model: model, base: schedulerConfig)
         if let latents { m["seed"] = nil; m["latents"] = latents }
         if let lora { m["lora"] = lora; m["lora_scale"] = "\(loraScale)" }
         if let subject { m["subject"] = subject }
+        var info = Infotext(parameters: p, schedulerConfig: p.schedulerConfig(schedulerConfig),
+                            width: size.width, height: size.height, modelPath: model)
+        info.seeded = latents == nil
+        info.loras = (lora.map { [Infotext.LoRA.file($0, scale: loraScale)] } ?? []) + (trained?.infotextLoRA(scale: loraScale).map { [$0] } ?? [])
+        m["parameters"] = info.text
         return m
     }
 
@@ -316,6 +331,11 @@ struct TrainedSubject {
         return dir.appendingPathComponent("\(stamp).png").path
     }
 
+    /// The LoRA checkpoint as the `parameters` chunk names it (nil for a full fine-tune).
+    func infotextLoRA(scale: Float) -> Infotext.LoRA? {
+        checkpoint.kind == .lora ? .file(store.url(forRelativePath: checkpoint.path).path, scale: scale) : nil
+    }
+
     /// Merges a LoRA checkpoint, or loads a full fine-tune's U-Net weights.
     func apply(to pipeline: StableDiffusionXLPipeline, scale: Float) throws {
         let path = store.url(forRelativePath: checkpoint.path).path
@@ -351,10 +371,12 @@ struct TrainedSubject {
 extension GenerationParameters {
     /// The parameters that decide an image, keyed as `generate`'s PNG text chunks (and
     /// training's validation images) carry them.
-    func textChunks(width: Int, height: Int, model: String) -> [String: String] {
+    /// `base` is the model's scheduler config.
+    func textChunks(width: Int, height: Int, model: String, base: SchedulerConfig) -> [String: String] {
         [
             "prompt": prompt, "negative_prompt": negativePrompt ?? "", "seed": "\(seed)",
             "steps": "\(steps)", "scheduler": scheduler.rawValue, "karras": "\(karras)",
+            "timestep_spacing": schedulerConfig(base).timestepSpacing.rawValue,
             "guidance": "\(guidance)", "guidance_rescale": "\(guidanceRescale)",
             "width": "\(width)", "height": "\(height)", "count": "\(count)",
             "rng": rng.rawValue, "model": model,

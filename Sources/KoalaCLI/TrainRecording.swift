@@ -57,7 +57,8 @@ final class TrainingRecorder {
         let url = validationDirectory.appendingPathComponent(image.fileName)
         let p = image.parameters
         let rgb = RGBImage(planarFloats: image.pixels, width: image.width, height: image.height)
-        let png = try PNGCodec.encode(rgb, text: Self.textChunks(image, model: modelPath, subject: subject.name, runID: runID))
+        let png = try PNGCodec.encode(rgb, text: Self.textChunks(image, model: modelPath, subject: subject.name, runID: runID,
+                                                                 loras: try checkpointLoRA(step: image.step).map { [$0] } ?? []))
         try DurableWrite.file(url) { try Data(png).write(to: $0) }
         let generation = Generation(subjectId: subject.id!, runId: runID, checkpointId: checkpointIDs[image.step],
                                     prompt: p.prompt, negativePrompt: p.negativePrompt ?? "", seed: Int64(bitPattern: p.seed),
@@ -77,10 +78,22 @@ final class TrainingRecorder {
         }
     }
 
-    /// The keys `generate` writes, plus `run` and `step`.
-    static func textChunks(_ image: ValidationImage, model: String, subject: String, runID: Int64) -> [(key: String, value: String)] {
+    /// The LoRA checkpoint saved at `step`, which the validation images of the step were
+    /// drawn with, as the `parameters` chunk names it (nil: none saved at that step, or a
+    /// full fine-tune).
+    private func checkpointLoRA(step: Int) throws -> Infotext.LoRA? {
+        guard let c = try store.checkpoints(runID: runID).first(where: { $0.step == step }), c.kind == .lora else { return nil }
+        return .file(store.url(forRelativePath: c.path).path, scale: 1)
+    }
+
+    /// The keys `generate` writes (A1111's `parameters` naming `loras`), plus `run` and `step`.
+    static func textChunks(_ image: ValidationImage, model: String, subject: String, runID: Int64,
+                           loras: [Infotext.LoRA] = []) -> [(key: String, value: String)] {
         let p = image.parameters
-        var m = p.textChunks(width: image.width, height: image.height, model: model)
+        var m = p.textChunks(width: image.width, height: image.height, model: model, base: image.schedulerConfig)
+        var info = Infotext(parameters: p, schedulerConfig: image.schedulerConfig, width: image.width, height: image.height, modelPath: model)
+        info.loras = loras
+        m["parameters"] = info.text
         m["subject"] = subject
         m["run"] = "\(runID)"
         m["step"] = "\(image.step)"

@@ -25,6 +25,9 @@ public struct GenerationParameters: Sendable, Equatable {
     public var scheduler = SchedulerKind.dpmSolverPlusPlus
     /// Karras sigmas (`use_karras_sigmas`).
     public var karras = false
+    /// `timestep_spacing` to draw with; nil keeps the model folder's scheduler config
+    /// (KOALA-Lightning samples with `trailing` while its folder says `leading`).
+    public var timestepSpacing: TimestepSpacing?
     public var seed: UInt64 = 0
     /// Pixel size; nil takes the U-Net's `sample_size` × the VAE factor.
     public var width: Int?
@@ -34,6 +37,15 @@ public struct GenerationParameters: Sendable, Equatable {
     public var rng = RNGKind.torch
 
     public init(prompt: String) { self.prompt = prompt }
+
+    /// The scheduler config these parameters draw with: the model's `base` config with
+    /// `karras` and any `timestepSpacing` applied.
+    public func schedulerConfig(_ base: SchedulerConfig) -> SchedulerConfig {
+        var config = base
+        config.useKarrasSigmas = karras
+        if let timestepSpacing { config.timestepSpacing = timestepSpacing }
+        return config
+    }
 }
 
 /// Progress after each denoising step.
@@ -158,9 +170,7 @@ extension StableDiffusionXLPipeline {
 
     /// The scheduler `p` asks for, configured from the model's scheduler config.
     public func makeScheduler(_ p: GenerationParameters) throws -> any Scheduler {
-        var config = schedulerConfig
-        config.useKarrasSigmas = p.karras
-        var s = try p.scheduler.make(config: config)
+        var s = try p.scheduler.make(config: p.schedulerConfig(schedulerConfig))
         try s.setTimesteps(p.steps)
         return s
     }

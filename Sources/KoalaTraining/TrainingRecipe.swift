@@ -285,6 +285,8 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
         public var steps = 25
         public var scheduler = SchedulerKind.dpmSolverPlusPlus
         public var karras = false
+        /// nil: the model folder's `timestep_spacing`, as `generate` without `--timestep-spacing`.
+        public var timestepSpacing: TimestepSpacing?
         public var guidance = 7.5
         public var seed: UInt64 = 0
         public var imagesPerPrompt = 1
@@ -296,6 +298,7 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
             case negativePrompt = "negative_prompt"
             case every, steps, scheduler, karras, guidance, seed
             case imagesPerPrompt = "images_per_prompt"
+            case timestepSpacing = "timestep_spacing"
         }
 
         /// `prompts` with the subject's identifier token and class noun filled in.
@@ -673,6 +676,7 @@ extension TrainingRecipe.ValidationSection {
         if let v = try t.int(K.steps.rawValue) { steps = v }
         if let v = try t.choice(K.scheduler.rawValue, SchedulerKind.self) { scheduler = v }
         if let v = try t.bool(K.karras.rawValue) { karras = v }
+        if let v = try t.choice(K.timestepSpacing.rawValue, TimestepSpacing.self) { timestepSpacing = v }
         if let v = try t.double(K.guidance.rawValue) { guidance = v }
         if let v = try t.seed(K.seed.rawValue) { seed = v }
         if let v = try t.int(K.imagesPerPrompt.rawValue) { imagesPerPrompt = v }
@@ -927,6 +931,7 @@ extension TrainingRecipe {
             ("prompts", strings(validation.prompts)), ("negative_prompt", validation.negativePrompt.map(s)),
             ("every", "\(validation.every)"), ("steps", "\(validation.steps)"),
             ("scheduler", s(validation.scheduler.rawValue)), ("karras", "\(validation.karras)"),
+            ("timestep_spacing", validation.timestepSpacing.map { s($0.rawValue) }),
             ("guidance", d(validation.guidance)), ("seed", "\(validation.seed)"),
             ("images_per_prompt", "\(validation.imagesPerPrompt)"),
         ])

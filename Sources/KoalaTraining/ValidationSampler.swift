@@ -66,6 +66,8 @@ public struct ValidationImage {
     /// Everything `generate` would need to draw it again from the checkpoint of `step`
     /// (`count` is `images_per_prompt`; this image is number `imageIndex + 1`).
     public let parameters: GenerationParameters
+    /// The scheduler config it was drawn with (the model's, with `parameters` applied).
+    public let schedulerConfig: SchedulerConfig
     /// Planar RGB [3, height, width] in about [-1, 1] (`RGBImage(planarFloats:)`).
     public let pixels: [Float]
 
@@ -135,6 +137,7 @@ public final class ValidationSampler {
         p.guidance = Float(settings.guidance)
         p.scheduler = settings.scheduler
         p.karras = settings.karras
+        p.timestepSpacing = settings.timestepSpacing
         p.seed = settings.seed
         p.width = resolution
         p.height = resolution
@@ -165,7 +168,8 @@ public final class ValidationSampler {
             case .torch: var g = TorchGenerator(seed: p.seed); noise = g.randn(shape)
             case .native: var g = RandomGenerator(seed: p.seed); noise = g.randn(shape)
             }
-            var scheduler = try p.scheduler.make(config: schedulerConfigFor(p))
+            let config = p.schedulerConfig(schedulerConfig)
+            var scheduler = try p.scheduler.make(config: config)
             try scheduler.setTimesteps(p.steps)
             let latents = try denoiseLatents(unet: unet, scheduler: &scheduler, conditional: prompt.conditional.repeated(count),
                                          unconditional: prompt.unconditional.repeated(count), guidance: p.guidance,
@@ -173,14 +177,8 @@ public final class ValidationSampler {
             let images = decoder.decode(latents).contiguous()
             for k in 0..<count {
                 let pixels = Array(UnsafeBufferPointer(start: images.data + k * n, count: n))
-                try body(ValidationImage(step: step, promptIndex: i, imageIndex: k, parameters: p, pixels: pixels))
+                try body(ValidationImage(step: step, promptIndex: i, imageIndex: k, parameters: p, schedulerConfig: config, pixels: pixels))
             }
         }
-    }
-
-    private func schedulerConfigFor(_ p: GenerationParameters) -> SchedulerConfig {
-        var c = schedulerConfig
-        c.useKarrasSigmas = p.karras
-        return c
     }
 }

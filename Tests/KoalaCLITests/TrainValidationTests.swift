@@ -2,6 +2,7 @@ import Foundation
 import KoalaImageIO
 import KoalaStore
 import KoalaTensor
+@testable import KoalaCLI
 import XCTest
 
 /// `train`'s validation images, `checkpoint.keep_last` and the training lock, through
@@ -66,6 +67,12 @@ final class TrainValidationTests: TrainingTestCase {
                              "subject": "robo", "run": "\(run.id!)", "step": "30", "negative_prompt": ""] {
             XCTAssertEqual(chunks[key], value, key)
         }
+        // A1111's `parameters` names the step's LoRA checkpoint by file name and hash.
+        let a1111 = A1111InfotextReader.parse(try XCTUnwrap(chunks["parameters"]))
+        XCTAssertEqual(a1111["Prompt"], "a photo of sks toy on the beach <lora:lora-step000030:1>")
+        XCTAssertEqual(a1111["Lora hashes"], "lora-step000030: " + Infotext.shortHash(ofLoRA: runDir.appendingPathComponent("lora-step000030.safetensors").path)!)
+        XCTAssertEqual([a1111["Steps"], a1111["Sampler"], a1111["Schedule type"], a1111["CFG scale"], a1111["Seed"], a1111["Size-1"]],
+                       ["4", "DPM++ 2M", "DDIM", "7.5", "0", "64"])
 
         // `generate` with the step-30 checkpoint (merged into the weights, not adapters on
         // the side) and the same parameters draws the same image.
@@ -76,6 +83,7 @@ final class TrainValidationTests: TrainingTestCase {
         let validation = try RGBImage.load(path: last), generated = try RGBImage.load(path: out)
         XCTAssertLessThanOrEqual(Self.maxDifference(validation, generated), 2)
         XCTAssertEqual(Set(try Self.text(out).keys).subtracting(chunks.keys), [], "validation PNGs carry every key generate writes")
+        XCTAssertEqual(try Self.text(out)["parameters"], chunks["parameters"], "generate --subject names the same checkpoint")
 
         // ... and the trained adapters are in it: the base model draws something else.
         let base = dir.appendingPathComponent("base.png").path

@@ -74,6 +74,7 @@ final class TrainingRecipeTests: XCTestCase {
         XCTAssertEqual(r.validation.steps, 25)
         XCTAssertEqual(r.validation.scheduler, .dpmSolverPlusPlus)
         XCTAssertEqual(r.validation.guidance, 7.5)
+        XCTAssertNil(r.validation.timestepSpacing, "unset: the model folder's spacing")
     }
 
     func testEverySectionParses() throws {
@@ -139,6 +140,7 @@ final class TrainingRecipeTests: XCTestCase {
             steps = 30
             scheduler = "euler"
             karras = true
+            timestep_spacing = "trailing"
             guidance = 5.5
             seed = 7
             images_per_prompt = 2
@@ -199,6 +201,7 @@ final class TrainingRecipeTests: XCTestCase {
         XCTAssertEqual(r.validation.steps, 30)
         XCTAssertEqual(r.validation.scheduler, .euler)
         XCTAssertTrue(r.validation.karras)
+        XCTAssertEqual(r.validation.timestepSpacing, .trailing)
         XCTAssertEqual(r.validation.guidance, 5.5)
         XCTAssertEqual(r.validation.seed, 7)
         XCTAssertEqual(r.validation.imagesPerPrompt, 2)
@@ -277,6 +280,8 @@ final class TrainingRecipeTests: XCTestCase {
         assertError("[train]\nrng = \"numpy\"", key: "train.rng", contains: ["\"torch\", \"native\""])
         assertError("[train]\nprediction_type = \"sample\"", key: "train.prediction_type", contains: ["\"epsilon\", \"v_prediction\""])
         assertError("[validation]\nscheduler = \"dpm\"", key: "validation.scheduler", contains: ["\"dpm-solver++\""])
+        assertError("[validation]\ntimestep_spacing = \"uniform\"", key: "validation.timestep_spacing",
+                    contains: ["\"leading\"", "\"trailing\"", "\"linspace\""])
         assertError("[checkpoint]\nformat = \"ckpt\"", key: "checkpoint.format", contains: ["\"kohya\""])
         assertError("[model.lora]\ntargets = [\"attention\", \"mlp\"]", key: "model.lora.targets[1]", contains: ["\"feed_forward\""])
         assertError("[data]\nlatents = \"mode\"", key: "data.latents", contains: ["\"mean\", \"sample\""])

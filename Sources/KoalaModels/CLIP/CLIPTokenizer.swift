@@ -11,8 +11,8 @@ public enum CLIPTokenizerError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .missingFile(let url):
-            return "CLIP tokenizer: \(url.path) does not exist. A tokenizer folder needs vocab.json and merges.txt "
-                + "(diffusers layout: <pipeline>/tokenizer and <pipeline>/tokenizer_2); check the path."
+            return "CLIP tokenizer: \(url.path) does not exist. A tokenizer folder needs tokenizer.json (as transformers 5 "
+                + "saves it) or vocab.json and merges.txt (diffusers layout: <pipeline>/tokenizer and <pipeline>/tokenizer_2); check the path."
         case .unreadableFile(let url, let reason):
             return "CLIP tokenizer: cannot read \(url.path): \(reason)"
         case .corruptFile(let url, let reason):
@@ -51,10 +51,10 @@ public struct CLIPTokenizer: Sendable {
     public let eosTokenID: Int
     public let padTokenID: Int
     public let unknownTokenID: Int?
-    /// Number of entries in vocab.json (49408 for CLIP).
+    /// Number of entries in the vocabulary (49408 for CLIP).
     public let vocabularySize: Int
 
-    private struct Merge { var rank: Int32; var id: Int32 }
+    struct Merge { var rank: Int32; var id: Int32 }
     private struct AddedToken { var scalars: [Unicode.Scalar]; var id: Int; var normalized: Bool }
 
     private let merges: [UInt64: Merge]
@@ -66,11 +66,19 @@ public struct CLIPTokenizer: Sendable {
 
     // MARK: Loading
 
-    /// Loads a tokenizer folder as diffusers stores it: `vocab.json`, `merges.txt`, and
-    /// optionally `tokenizer_config.json`, `special_tokens_map.json` and `added_tokens.json`
-    /// for the special and added tokens (resolved as transformers 5 resolves them) and
-    /// `model_max_length` (77 when absent).
+    /// Loads a tokenizer folder as transformers writes it: `tokenizer.json` (the Hugging
+    /// Face `tokenizers` file transformers 5 saves, with the vocabulary, merges and added
+    /// tokens) plus `tokenizer_config.json`, or the older `vocab.json` + `merges.txt` with
+    /// optional `tokenizer_config.json`, `special_tokens_map.json` and `added_tokens.json`.
+    /// When a folder has both, `tokenizer.json` is read, as transformers does. Special and
+    /// added tokens are resolved as transformers 5 resolves them; `model_max_length` is 77
+    /// when absent.
     public init(directory: URL) throws {
+        let tokenizerURL = directory.appendingPathComponent(TokenizerFile.fileName)
+        if FileManager.default.fileExists(atPath: tokenizerURL.path) {
+            try self.init(tokenizerFile: tokenizerURL)
+            return
+        }
         let vocabURL = directory.appendingPathComponent("vocab.json")
         let mergesURL = directory.appendingPathComponent("merges.txt")
         let configURL = directory.appendingPathComponent("tokenizer_config.json")
@@ -79,20 +87,13 @@ public struct CLIPTokenizer: Sendable {
         guard let vocabObject = try Self.readJSON(vocabURL, required: true) as? [String: Any] else {
             throw CLIPTokenizerError.corruptFile(vocabURL, reason: "expected a JSON object mapping tokens to ids")
         }
-        var vocab: [String: Int] = [:]
-        vocab.reserveCapacity(vocabObject.count)
-        for (token, value) in vocabObject {
-            guard let id = Self.intValue(value), id >= 0 else {
-                throw CLIPTokenizerError.corruptFile(vocabURL, reason: "the id of token \(token.debugDescription) is not a non-negative integer")
-            }
-            vocab[token] = id
-        }
+        let vocab = try Self.vocabulary(vocabObject, url: vocabURL, what: "token")
         let mergesText = try Self.readText(mergesURL)
         let config = try Self.readJSONObject(configURL) ?? [:]
         let specialMap = try Self.readJSONObject(mapURL) ?? [:]
         let addedURL = directory.appendingPathComponent("added_tokens.json")
         let addedTokens = try Self.readJSONObject(addedURL) ?? [:]
-        try self.init(vocab: vocab, mergesText: mergesText, mergesURL: mergesURL, config: config,
+        try self.init(vocab: vocab, merges: try Self.mergeRules(mergesText, url: mergesURL), config: config,
                       specialMap: specialMap, addedTokens: addedTokens, configURL: configURL, addedTokensURL: addedURL)
     }
 
@@ -104,34 +105,69 @@ public struct CLIPTokenizer: Sendable {
         vocab.reserveCapacity(tokens.count)
         for (i, t) in tokens.enumerated() { vocab[t] = i }
         let (config, map) = try sdxlConfigs(padToken: padToken, maxLength: maxLength, vocab: vocab)
-        return try CLIPTokenizer(vocab: vocab, mergesText: mergesText, mergesURL: mergesURL,
+        return try CLIPTokenizer(vocab: vocab, merges: try mergeRules(mergesText, url: mergesURL),
                                  config: config, specialMap: map, configURL: mergesURL)
     }
 
-    private init(vocab: [String: Int], mergesText: String, mergesURL: URL, config: [String: Any],
-                 specialMap: [String: Any], addedTokens: [String: Any] = [:], configURL: URL, addedTokensURL: URL? = nil) throws {
-        let addedTokensURL = addedTokensURL ?? configURL
-        vocabularySize = vocab.count
+    /// Merge rules in rank order: each pair of symbols, and where it was read for errors.
+    struct MergeRules {
+        var pairs: [(left: String, right: String)]
+        /// The file, and how to name entry `i` in it ("line 3", "model.merges[2]").
+        var url: URL
+        var location: (Int) -> String
+    }
 
-        // Merge ranks keyed by the pair of symbol ids; the merged symbol must be in the vocabulary.
-        var merges: [UInt64: Merge] = [:]
-        merges.reserveCapacity(50_000)
-        var rank: Int32 = 0
+    /// The rules of a merges.txt text: one "left right" pair per line after the `#version` header.
+    static func mergeRules(_ text: String, url: URL) throws -> MergeRules {
+        var pairs: [(left: String, right: String)] = []
+        var lineNumbers: [Int] = []
+        pairs.reserveCapacity(50_000)
+        lineNumbers.reserveCapacity(50_000)
         var lineNumber = 0
-        for line in Self.lines(mergesText) {
+        for line in lines(text) {
             lineNumber += 1
             if line.isEmpty || line.hasPrefix("#version") { continue }
             let parts = line.unicodeScalars.split(separator: " ", omittingEmptySubsequences: false)
             guard parts.count == 2 else {
-                throw CLIPTokenizerError.corruptFile(mergesURL, reason: "line \(lineNumber) is not two symbols separated by one space")
+                throw CLIPTokenizerError.corruptFile(url, reason: "line \(lineNumber) is not two symbols separated by one space")
             }
-            let left = String(Substring(parts[0])), right = String(Substring(parts[1]))
-            guard let a = vocab[left], let b = vocab[right], let merged = vocab[left + right] else {
-                throw CLIPTokenizerError.corruptFile(mergesURL, reason: "line \(lineNumber) (\(line)) uses a symbol that vocab.json lacks")
+            pairs.append((String(Substring(parts[0])), String(Substring(parts[1]))))
+            lineNumbers.append(lineNumber)
+        }
+        return MergeRules(pairs: pairs, url: url, location: { "line \(lineNumbers[$0])" })
+    }
+
+    /// token → id from a JSON object (vocab.json, or `model.vocab` of tokenizer.json).
+    static func vocabulary(_ object: [String: Any], url: URL, what: String) throws -> [String: Int] {
+        var vocab: [String: Int] = [:]
+        vocab.reserveCapacity(object.count)
+        for (token, value) in object {
+            guard let id = intValue(value), id >= 0 else {
+                throw CLIPTokenizerError.corruptFile(url, reason: "the id of \(what) \(token.debugDescription) is not a non-negative integer")
+            }
+            vocab[token] = id
+        }
+        return vocab
+    }
+
+    init(vocab: [String: Int], merges rules: MergeRules, config: [String: Any],
+         specialMap: [String: Any], addedTokens: [String: Any] = [:], configURL: URL, addedTokensURL: URL? = nil,
+         vocabURL: URL? = nil) throws {
+        let addedTokensURL = addedTokensURL ?? configURL
+        let vocabURL = vocabURL ?? configURL.deletingLastPathComponent().appendingPathComponent("vocab.json")
+        let vocabName = vocabURL.lastPathComponent
+        vocabularySize = vocab.count
+
+        // Merge ranks keyed by the pair of symbol ids; the merged symbol must be in the vocabulary.
+        var merges: [UInt64: Merge] = [:]
+        // Twice the rules: a half-full table keeps the BPE loop's lookups short.
+        merges.reserveCapacity(2 * rules.pairs.count)
+        for (rank, pair) in rules.pairs.enumerated() {
+            guard let a = vocab[pair.left], let b = vocab[pair.right], let merged = vocab[pair.left + pair.right] else {
+                throw CLIPTokenizerError.corruptFile(rules.url, reason: "\(rules.location(rank)) (\(pair.left) \(pair.right)) uses a symbol that the vocabulary lacks")
             }
             let key = Self.pairKey(Int32(a), Int32(b))
-            if merges[key] == nil { merges[key] = Merge(rank: rank, id: Int32(merged)) }
-            rank += 1
+            if merges[key] == nil { merges[key] = Merge(rank: Int32(rank), id: Int32(merged)) }
         }
         self.merges = merges
 
@@ -205,7 +241,7 @@ public struct CLIPTokenizer: Sendable {
             let scalars = Array(content.unicodeScalars)
             if let i = index[scalars] { added[i].normalized = normalized; return }
             guard let id = id ?? vocab[content] else {
-                throw CLIPTokenizerError.corruptFile(configURL, reason: "special token \(content.debugDescription) is not in vocab.json")
+                throw CLIPTokenizerError.corruptFile(configURL, reason: "special token \(content.debugDescription) is not in \(vocabName)")
             }
             index[scalars] = added.count
             added.append(AddedToken(scalars: scalars, id: id, normalized: normalized))
@@ -243,8 +279,7 @@ public struct CLIPTokenizer: Sendable {
         for (b, symbol) in Self.byteSymbols.enumerated() {
             for (table, token) in [(0, symbol), (1, symbol + "</w>")] {
                 guard let id = vocab[token] ?? unknownTokenID else {
-                    throw CLIPTokenizerError.corruptFile(configURL.deletingLastPathComponent().appendingPathComponent("vocab.json"),
-                                                         reason: "byte symbol \(token.debugDescription) is missing and there is no unk_token")
+                    throw CLIPTokenizerError.corruptFile(vocabURL, reason: "byte symbol \(token.debugDescription) is missing and there is no unk_token")
                 }
                 if table == 0 { byteIDs[b] = Int32(id) } else { byteEndIDs[b] = Int32(id) }
             }
@@ -537,7 +572,7 @@ public struct CLIPTokenizer: Sendable {
         }
     }
 
-    private static func readJSON(_ url: URL, required: Bool) throws -> Any? {
+    static func readJSON(_ url: URL, required: Bool) throws -> Any? {
         guard let data = try readData(url, required: required) else { return nil }
         do { return try JSONSerialization.jsonObject(with: data) } catch {
             throw CLIPTokenizerError.corruptFile(url, reason: "not valid JSON")
@@ -545,7 +580,7 @@ public struct CLIPTokenizer: Sendable {
     }
 
     /// An optional JSON file holding an object.
-    private static func readJSONObject(_ url: URL) throws -> [String: Any]? {
+    static func readJSONObject(_ url: URL) throws -> [String: Any]? {
         guard let any = try readJSON(url, required: false) else { return nil }
         guard let object = any as? [String: Any] else {
             throw CLIPTokenizerError.corruptFile(url, reason: "expected a JSON object")
@@ -569,7 +604,7 @@ public struct CLIPTokenizer: Sendable {
         return text
     }
 
-    private static func intValue(_ value: Any) -> Int? {
+    static func intValue(_ value: Any) -> Int? {
         guard let n = value as? NSNumber else { return nil }
         let d = n.doubleValue
         return d == d.rounded() && abs(d) < 1e15 ? Int(d) : nil
@@ -585,7 +620,7 @@ public struct CLIPTokenizer: Sendable {
         throw CLIPTokenizerError.corruptFile(url, reason: "\(key) is neither a string nor an object with \"content\"")
     }
 
-    private static func checkSupported(_ entry: [String: Any], token: String, url: URL) throws {
+    static func checkSupported(_ entry: [String: Any], token: String, url: URL) throws {
         for flag in ["lstrip", "rstrip", "single_word"] where (entry[flag] as? Bool) == true {
             throw CLIPTokenizerError.corruptFile(url, reason: "added token \(token.debugDescription) sets \(flag), which KoalaBooth does not support (CLIP folders never do)")
         }
