@@ -359,6 +359,13 @@ public struct CLIPTokenizer: Sendable {
     /// O(n log n), not the O(n²) of rescanning it after every merge; a heap entry whose
     /// pair has since changed is skipped when it comes up.
     private func bpe(_ bytes: [UInt8]) -> [Int32] {
+        var work = 0
+        return bpe(bytes, work: &work)
+    }
+
+    /// `bpe(_:)`, counting in `work` the heap entries it takes out: at most the n − 1
+    /// first candidates plus two per merge, so below 3n for any word (the tests hold it to that).
+    func bpe(_ bytes: [UInt8], work: inout Int) -> [Int32] {
         let n = bytes.count
         var ids = bytes.indices.map { $0 == n - 1 ? byteEndIDs[Int(bytes[$0])] : byteIDs[Int(bytes[$0])] }
         guard n > 1 else { return ids }
@@ -373,6 +380,7 @@ public struct CLIPTokenizer: Sendable {
         }
         for i in 0..<(n - 1) { candidate(i) }
         while let top = heap.pop() {
+            work += 1
             let i = Int(top & 0xFFFF_FFFF), rank = Int32(top >> 32)
             guard alive[i], next[i] < n, let m = merges[Self.pairKey(ids[i], ids[next[i]])], m.rank == rank else { continue }
             let j = next[i]
