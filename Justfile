@@ -5,6 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 apt_packages := "libopenblas-dev libdnnl-dev libjpeg-dev libpng-dev libsqlite3-dev"
 # Tests run optimised (numeric code is 10-50x slower in debug) in their own build folder.
 test_flags := "-c release -Xswiftc -enable-testing --scratch-path .build-test"
+checked_flags := "-c release -Xswiftc -enable-testing --scratch-path .build-checked"
 
 default:
     @just --list
@@ -30,6 +31,13 @@ build: setup
 test: setup
     swift build {{test_flags}} --build-tests
     swift test {{test_flags}} --skip-build --disable-swift-testing
+
+# The suite again with every precondition active: -O instead of -Ounchecked
+# (KOALABOOTH_CHECKED=1, read by Package.swift), in its own build folder. CI runs it
+# after `just test`.
+test-checked: setup
+    KOALABOOTH_CHECKED=1 swift build {{checked_flags}} --build-tests
+    KOALABOOTH_CHECKED=1 swift test {{checked_flags}} --skip-build --disable-swift-testing
 
 # End-to-end demo on the built-in tiny model (random weights, not a real KOALA).
 demo: build
