@@ -6,12 +6,12 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
-/* libjpeg's default error_exit calls exit(); ours records the message and jumps back
-   to the wrapper. */
 /* See the plausibility check in kb_jpeg_decode. */
 #define KB_JPEG_MAX_PIXELS_PER_BYTE 1024
 #define KB_JPEG_PLAUSIBLE_FLOOR (16LL << 20)
 
+/* libjpeg's default error_exit calls exit(); ours records the message and jumps back
+   to the wrapper. */
 typedef struct {
     struct jpeg_error_mgr pub;
     jmp_buf jump;

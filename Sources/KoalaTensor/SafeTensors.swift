@@ -151,8 +151,9 @@ public struct SafeTensorsFile: Sendable {
             throw fail("tensor '\(key)' has data_offsets that are not two integers")
         }
         let (b, e) = (offsets[0], offsets[1])
-        guard b >= 0, b <= e, e <= dataSize else {
-            throw fail("tensor '\(key)' has data offsets [\(b), \(e)] out of range (the data section is \(dataSize) bytes)")
+        guard b >= 0, b <= e else { throw fail("tensor '\(key)' has data offsets [\(b), \(e)], which do not make a range") }
+        guard e <= dataSize else {
+            throw fail("it is truncated or corrupt (tensor '\(key)' has data offsets [\(b), \(e)], out of range of the \(dataSize)-byte data section)")
         }
         var expected = dtype.byteSize
         for d in shape {
@@ -215,7 +216,7 @@ public enum SafeTensors {
     /// a temporary file is renamed into place, so a crash never leaves half a file.
     public static func write(_ tensors: [String: Tensor], to path: String,
                              dtype: SafeTensorsDType = .F32, metadata: [String: String] = [:]) throws {
-        precondition([.F32, .F16, .BF16].contains(dtype), "safetensors writer supports F32, F16, BF16")
+        boundaryCheck([.F32, .F16, .BF16].contains(dtype), "safetensors writer supports F32, F16, BF16")
         let names = tensors.keys.sorted()
         var header = "{"
         if !metadata.isEmpty {

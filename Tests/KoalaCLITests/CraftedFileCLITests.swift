@@ -58,6 +58,16 @@ final class CraftedFileCLITests: XCTestCase {
          "--output", dir.appendingPathComponent("x.png").path] + extra
     }
 
+    /// Three good photos (the example subject's), so that `subject create` gets past its
+    /// photo count and reaches the file under test.
+    var goodPhotos: [String] {
+        let photos = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("subjects/robot-toy")
+        return (1...3).map { photos.appendingPathComponent("robot-toy-\($0).jpg").path }
+    }
+
+    func createArgs(_ photo: String) -> [String] { ["subject", "create", "toy", "--class", "toy", "--token", "sks"] + goodPhotos + [photo] }
+
     func write(_ bytes: [UInt8], _ name: String) -> String {
         let path = dir.appendingPathComponent(name).path
         FileManager.default.createFile(atPath: path, contents: Data(bytes))
@@ -107,19 +117,22 @@ final class CraftedFileCLITests: XCTestCase {
         defer { unblock.stop() }
         try assertCleanFailure(generateArgs(["--lora", fifo]), "FIFO")
         try assertCleanFailure(generateArgs(["--latents", fifo]), "FIFO")
-        try assertCleanFailure(["subject", "create", "toy", "--class", "toy", "--token", "sks", fifo], "FIFO")
-        try assertCleanFailure(["train", "toy", "--recipe", fifo, "--model", CLI.tinyModel], "FIFO")
+        try assertCleanFailure(createArgs(fifo), fifo, "FIFO")
+        // The recipe is read once the subject is known: create it first.
+        let created = try run(["subject", "create", "toy", "--class", "toy", "--token", "sks"] + goodPhotos)
+        XCTAssertEqual(created.status, 0, created.stderr)
+        try assertCleanFailure(["train", "toy", "--recipe", fifo, "--model", CLI.tinyModel], fifo, "FIFO")
     }
 
     /// /dev/zero as a photo was read until the OOM killer ended the process.
     func testDeviceAsPhotoIsRefused() throws {
-        try assertCleanFailure(["subject", "create", "toy", "--class", "toy", "--token", "sks", "/dev/zero"], "/dev/zero", "device")
+        try assertCleanFailure(createArgs("/dev/zero"), "/dev/zero", "device")
     }
 
     func testOversizedPhotoIsRefusedBeforeReading() throws {
         let big = dir.appendingPathComponent("big.jpg").path
         FileManager.default.createFile(atPath: big, contents: Data([0xFF, 0xD8, 0xFF, 0xE0]))
         XCTAssertEqual(truncate(big, off_t(ImageLimits.maxFileBytes + 1)), 0)  // sparse: no disk used
-        try assertCleanFailure(["subject", "create", "toy", "--class", "toy", "--token", "sks", big], big, "more than the \(ImageLimits.maxFileBytes) bytes")
+        try assertCleanFailure(createArgs(big), big, "more than the \(ImageLimits.maxFileBytes) bytes")
     }
 }
