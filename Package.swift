@@ -4,8 +4,8 @@ import PackageDescription
 // Release builds use plain -O (every `precondition` active) except KoalaTensor, whose
 // per-element kernels index raw buffers and are built with -Ounchecked: its argument
 // and shape checks are `boundaryCheck` (a fatalError, which -Ounchecked keeps), done
-// once per op. The other modules gained nothing measurable from -Ounchecked
-// (docs/ARCHITECTURE.md, "Build flags"). KOALABOOTH_CHECKED=1 (`just test-checked`, run
+// once per op. The other modules' loops (AdamW over buffer pointers, resizing one
+// photo) keep -O's checks (docs/ARCHITECTURE.md, "Build flags and checks"). KOALABOOTH_CHECKED=1 (`just test-checked`, run
 // by CI) builds KoalaTensor with -O too, so its remaining preconditions run.
 let checked = Context.environment["KOALABOOTH_CHECKED"] == "1"
 let kernelSwift: [SwiftSetting] = checked ? [] : [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]

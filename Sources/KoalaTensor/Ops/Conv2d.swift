@@ -136,7 +136,7 @@ extension Tensor {
         if let bias { boundaryCheck(bias.shape == [o], "conv2d: bias \(bias.shape) for weight \(weight.shape)") }
         let oh = (shape[2] + 2 * padding - kh) / stride + 1, ow = (shape[3] + 2 * padding - kw) / stride + 1
         boundaryCheck(shape[2] + 2 * padding >= kh && shape[3] + 2 * padding >= kw,
-                     "conv2d: kernel \(kh)x\(kw) larger than padded input \(shape)")
+                      "conv2d: kernel \(kh)x\(kw) larger than padded input \(shape)")
         let g = ConvGeometry(n: shape[0], c: shape[1], h: shape[2], w: shape[3], o: o, kh: kh, kw: kw,
                              stride: stride, pad: padding, oh: oh, ow: ow)
         let x = contiguous(), wt = weight.contiguous(), b = bias?.contiguous()

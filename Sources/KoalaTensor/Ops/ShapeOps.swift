@@ -17,7 +17,7 @@ extension Tensor {
         let d = first.normalize(dim)
         for t in tensors {
             boundaryCheck(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == d || t.shape[$0] == first.shape[$0] },
-                         "cat along dim \(d): shapes \(tensors.map(\.shape)) differ outside that dim")
+                          "cat along dim \(d): shapes \(tensors.map(\.shape)) differ outside that dim")
         }
         let sizes = tensors.map { $0.shape[d] }
         let total = sizes.reduce(0, +)
@@ -52,7 +52,7 @@ extension Tensor {
     public func split(_ sizes: [Int], dim: Int) -> [Tensor] {
         let d = normalize(dim)
         boundaryCheck(sizes.allSatisfy { $0 >= 0 } && sizes.reduce(0, +) == shape[d],
-                     "split sizes \(sizes) do not add up to \(shape[d]) (dim \(d) of \(shape))")
+                      "split sizes \(sizes) do not add up to \(shape[d]) (dim \(d) of \(shape))")
         var start = 0
         return sizes.map { size in
             defer { start += size }
