@@ -11,14 +11,14 @@ final class BoundaryCheckTests: XCTestCase {
     static let probeVariable = "KB_BOUNDARY_PROBE"
 
     /// The probes: a bad call each, and the message it must stop with.
-    static let probes: [String: (message: String, call: () -> Tensor)] = [
+    static var probes: [String: (message: String, call: () -> Tensor)] { [
         "matmul": ("matmul: inner dims differ, [2, 3] x [4, 5]", { Tensor.zeros([2, 3]).matmul(Tensor.zeros([4, 5])) }),
         "conv2d": ("conv2d: input has 3 channels, weight [8, 4, 3, 3] expects 4",
                    { Tensor.zeros([1, 3, 8, 8]).conv2d(Tensor.zeros([8, 4, 3, 3]), padding: 1) }),
         "add": ("cannot broadcast shapes [2, 3] and [4, 3]", { Tensor.zeros([2, 3]) + Tensor.zeros([4, 3]) }),
         "embedding": ("embedding: id 10 is outside the vocabulary 0..<4", { Tensor.embedding([1, 10], weight: Tensor.zeros([4, 2])) }),
         "reshape": ("cannot reshape [2, 3] (6 values) to [4, 2]", { Tensor.zeros([2, 3]).reshape([4, 2]) }),
-    ]
+    ] }
 
     /// Runs in the child only: makes the bad call named by KB_BOUNDARY_PROBE.
     func testProbeInChildProcess() throws {
