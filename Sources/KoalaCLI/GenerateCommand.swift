@@ -295,7 +295,7 @@ struct GenerateCommand: ParsableCommand {
             throw CLIError("--latents \(path) does not exist")
         }
         let file: SafeTensorsFile
-        do { file = try SafeTensorsFile(path: path) } catch {
+        do { file = try SafeTensorsFile(path: path, maxBytes: 1 << 30) } catch {
             throw CLIError("--latents \(path) is not a readable safetensors file: \(error)")
         }
         let t: Tensor

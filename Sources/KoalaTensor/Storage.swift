@@ -8,7 +8,7 @@ public final class Storage: @unchecked Sendable {
 
     /// Uninitialised storage: every op that creates one writes all of it.
     public init(count: Int) {
-        precondition(count >= 0, "negative storage size")
+        boundaryCheck(count >= 0, "negative storage size")
         self.count = count
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)

@@ -34,7 +34,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
 
     public convenience init(shape: [Int], values: [Float], requiresGrad: Bool = false) {
         let n = shape.reduce(1, *)
-        precondition(values.count == n, "Tensor(shape: \(shape)) needs \(n) values, got \(values.count)")
+        boundaryCheck(values.count == n, "Tensor(shape: \(shape)) needs \(n) values, got \(values.count)")
         self.init(empty: shape)
         values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: n) }
         self.requiresGrad = requiresGrad
@@ -84,7 +84,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
 
     func normalize(_ dim: Int) -> Int {
         let d = dim < 0 ? dim + rank : dim
-        precondition(d >= 0 && d < rank, "dimension \(dim) out of range for shape \(shape)")
+        boundaryCheck(d >= 0 && d < rank, "dimension \(dim) out of range for shape \(shape)")
         return d
     }
 
@@ -101,10 +101,10 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     private func linearOffset(_ index: [Int]) -> Int {
-        precondition(index.count == rank, "index \(index) does not match shape \(shape)")
+        boundaryCheck(index.count == rank, "index \(index) does not match shape \(shape)")
         var o = 0
         for i in 0..<rank {
-            precondition(index[i] >= 0 && index[i] < shape[i], "index \(index) out of range for shape \(shape)")
+            boundaryCheck(index[i] >= 0 && index[i] < shape[i], "index \(index) out of range for shape \(shape)")
             o += index[i] * strides[i]
         }
         return o
@@ -112,7 +112,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
 
     /// The single value of a one-element tensor.
     public var item: Float {
-        precondition(count == 1, "item needs a one-element tensor, shape is \(shape)")
+        boundaryCheck(count == 1, "item needs a one-element tensor, shape is \(shape)")
         return data[0]
     }
 

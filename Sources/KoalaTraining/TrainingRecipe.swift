@@ -1,5 +1,6 @@
 import Foundation
 import KoalaDiffusion
+import KoalaTensor
 import TOMLKit
 
 /// Everything that decides a DreamBooth run besides the base model and the photos: read
@@ -420,7 +421,7 @@ extension TrainingRecipe {
         }
         let bytes: Foundation.Data
         do {
-            bytes = try Foundation.Data(contentsOf: URL(fileURLWithPath: path))
+            bytes = try BoundedFile.read(path, limit: BoundedFile.textLimit)
         } catch {
             throw RecipeError.unreadable(path: path, reason: error.localizedDescription)
         }
