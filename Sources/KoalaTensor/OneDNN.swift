@@ -104,16 +104,23 @@ enum OneDNN {
     /// hundred shapes; the bound only guards against unbounded shape streams.
     private static let cache = Mutex<[Key: Matmul?]>([:])
     private static let cacheLimit = 4096
+    /// Held while compiling, one primitive at a time: workers that miss on the same shape
+    /// at once (every attention head, every convolution tile) wait for one compilation
+    /// instead of each running their own, and oneDNN never compiles while it compiles.
+    /// Lookups take only `cache`, so GEMMs of known shapes run meanwhile.
+    private static let compiling = Mutex<Void>(())
 
     static func matmul(_ key: Key) -> Matmul? {
         if let hit = cache.withLock({ $0[key] }) { return hit }
         guard let engine else { return nil }
-        singleThreadedOpenMP()
-        let made = Matmul(key, engine: engine)  // outside the lock: compiling takes milliseconds
-        return cache.withLock { table in
-            if let raced = table[key] { return raced }
-            if table.count >= cacheLimit { table.removeAll() }
-            table[key] = .some(made)
+        return compiling.withLock { _ in
+            if let raced = cache.withLock({ $0[key] }) { return raced }
+            singleThreadedOpenMP()
+            let made = Matmul(key, engine: engine)
+            cache.withLock { table in
+                if table.count >= cacheLimit { table.removeAll() }
+                table[key] = .some(made)
+            }
             return made
         }
     }
