@@ -122,3 +122,5 @@ extension Tensor {
         return record(out, [x], "roundedToBF16") { g, _ in [g] }
     }
 }
+
+extension Precision: Codable {}
