@@ -221,7 +221,6 @@ struct GenerateCommand: ParsableCommand {
         if let latents { m["seed"] = nil; m["latents"] = latents }
         if let lora { m["lora"] = lora; m["lora_scale"] = "\(loraScale)" }
         if let subject { m["subject"] = subject }
-        m["precision"] = Precision.compute.rawValue  // resolved: fp32 or bf16
         return m
     }
 
@@ -330,6 +329,7 @@ extension GenerationParameters {
             "guidance": "\(guidance)", "guidance_rescale": "\(guidanceRescale)",
             "width": "\(width)", "height": "\(height)", "count": "\(count)",
             "rng": rng.rawValue, "model": model,
+            "precision": Precision.compute.rawValue,  // the resolved one: fp32 or bf16
             "software": "KoalaBooth \(KoalaBoothCommand.configuration.version)",
         ]
     }
