@@ -5,12 +5,16 @@ import Foundation
 // the float32 kernels on bf16-rounded operands, or oneDNN's bf16 matmul where the CPU has
 // AVX512_BF16 (linear layers).
 //
-// What torch 2.15's CPU autocast (lower_precision_fp list) does for these ops, and what
-// is mirrored: `linear`/`addmm`/`matmul`/`conv2d` cast every floating input (input,
-// weight, bias) to bf16 and compute with float32 accumulation; `scaled_dot_product_attention`
-// casts query, key and value. Ops outside the list (group/layer norm, softmax, GELU,
-// SiLU, losses) get no cast. Backward of a cast passes the gradient through, so
-// gradients use the rounded operands of the forward.
+// What torch 2.15's CPU autocast does (checked in the reference environment, output
+// dtypes under `torch.autocast("cpu", dtype=torch.bfloat16)`): linear, matmul, baddbmm,
+// conv2d and scaled_dot_product_attention cast every floating input to bf16 and return
+// bf16; group/layer norm, softmax, SiLU, GELU and interpolation have no cast of their
+// own (bf16 in, bf16 out; float32 in, float32 out); a bf16 + float32 add is float32;
+// mse_loss is float32. Mirrored: the casts of the inputs of linear, conv2d and
+// attention (query, key, value), with backward passing the gradient through the cast as
+// autocast's does. Not mirrored, by design (issue 14): outputs stay float32, so the norms,
+// activations and residual adds after a GEMM see float32 values where autocast's see
+// bf16 ones (one rounding per op fewer; AutocastParityTests measures the difference).
 
 extension Tensor {
     /// `linear` in bf16: every operand rounded to bf16, float32 accumulation and output.
