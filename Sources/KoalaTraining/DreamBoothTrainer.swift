@@ -421,7 +421,7 @@ public final class DreamBoothTrainer {
                     step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue, rngReplaySteps: step,
                     smoothedLoss: smoothWeight > 0 ? smoothed / smoothWeight : nil, smoothingWeight: smoothWeight,
                     lastLoss: lastLoss, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(began),
-                    loraFile: nil, kohyaFile: nil, optimizerFile: "", precision: Precision.compute.rawValue)
+                    loraFile: nil, kohyaFile: nil, precision: Precision.compute.rawValue, optimizerFile: "")
                 let saved = try saveCheckpoint(state, optimizer: optimizer, directory: directory)
                 last = saved
                 try finish(Self.files(of: saved, in: directory))
