@@ -80,7 +80,17 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// Pointer to the first element. Index it linearly only when `isContiguous`.
-    public var data: UnsafeMutablePointer<Float> { storage.pointer + offset }
+    public var data: UnsafeMutablePointer<Float> {
+        // A weight held in bf16 has no float elements; only the bf16-aware GEMM ops
+        // (linear, conv2d: Precision.swift) may read it, through `storage.bf16`.
+        if _slowPath(storage.bf16 != nil) { Tensor.heldInBF16(shape) }
+        return storage.pointer + offset
+    }
+
+    @inline(never)
+    static func heldInBF16(_ shape: [Int]) -> Never {
+        fatalError("a \(shape) tensor is held in bf16 (a frozen weight in the bf16 precision mode) and was read as float32 by an op that does not take bf16 weights; run with --precision fp32 or give that op a bf16 path (Sources/KoalaTensor/BF16Ops.swift)")
+    }
 
     func normalize(_ dim: Int) -> Int {
         let d = dim < 0 ? dim + rank : dim

@@ -50,6 +50,13 @@ extension Tensor {
     /// recomputes it from the inputs, the output and the saved per-row log-sum-exp.
     public static func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
                                                  causal: Bool = false, scale: Float? = nil) -> Tensor {
+        // bf16 precision mode (BF16Ops.swift): autocast casts query, key and value.
+        if Precision.compute == .bf16 {
+            return Precision.with(.fp32) {
+                scaledDotProductAttention(query: query.roundedToBF16(), key: key.roundedToBF16(),
+                                          value: value.roundedToBF16(), causal: causal, scale: scale)
+            }
+        }
         boundaryCheck(query.rank == 4 && key.rank == 4 && value.rank == 4,
                       "scaledDotProductAttention needs [B, H, L, D] tensors, got \(query.shape), \(key.shape), \(value.shape)")
         let (b, h, l, d) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])

@@ -128,6 +128,12 @@ extension Tensor {
     /// F(2x2, 3x3) (up to 512 channels; rounding within a few ulps of direct summation);
     /// the rest unfold tiles of output rows (im2col) into GEMMs.
     public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+        // bf16 precision mode (BF16Ops.swift).
+        if Precision.gemmInBF16(weight: weight.storage) { return conv2dInBF16(weight, bias, stride: stride, padding: padding) }
+        return conv2dFloat32(weight, bias, stride: stride, padding: padding)
+    }
+
+    func conv2dFloat32(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: Int) -> Tensor {
         boundaryCheck(rank == 4, "conv2d: input must be NCHW, got shape \(shape)")
         boundaryCheck(weight.rank == 4, "conv2d: weight must be [out, in, kh, kw], got \(weight.shape)")
         boundaryCheck(weight.shape[1] == shape[1], "conv2d: input has \(shape[1]) channels, weight \(weight.shape) expects \(weight.shape[1])")

@@ -73,6 +73,12 @@ extension Tensor {
     /// `x · weightᵀ + bias` over the last dim, as `torch.nn.functional.linear`:
     /// weight is [out, in], bias [out].
     public func linear(_ weight: Tensor, _ bias: Tensor? = nil) -> Tensor {
+        // bf16 precision mode (BF16Ops.swift).
+        if Precision.gemmInBF16(weight: weight.storage) { return linearInBF16(weight, bias) }
+        return linearFloat32(weight, bias)
+    }
+
+    func linearFloat32(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
         let inF = shape[rank - 1], outF = weight.shape[0]
         boundaryCheck(weight.rank == 2 && weight.shape[1] == inF, "linear: input \(shape) does not fit weight \(weight.shape)")
         if let bias { boundaryCheck(bias.shape == [outF], "linear: bias \(bias.shape) for weight \(weight.shape)") }
