@@ -1,9 +1,14 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// Release numeric code is built with -Ounchecked: kernels index raw buffers whose
-// bounds are checked once per op, not per element.
-let fastSwift: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+// Release builds use plain -O (every `precondition` active) except KoalaTensor, whose
+// per-element kernels index raw buffers and are built with -Ounchecked: its argument
+// and shape checks are `boundaryCheck` (a fatalError, which -Ounchecked keeps), done
+// once per op. The other modules' loops (AdamW over buffer pointers, resizing one
+// photo) keep -O's checks (docs/ARCHITECTURE.md, "Build flags and checks"). KOALABOOTH_CHECKED=1 (`just test-checked`, run
+// by CI) builds KoalaTensor with -O too, so its remaining preconditions run.
+let checked = Context.environment["KOALABOOTH_CHECKED"] == "1"
+let kernelSwift: [SwiftSetting] = checked ? [] : [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 
 let package = Package(
     name: "KoalaBooth",
@@ -30,9 +35,9 @@ let package = Package(
         ),
 
         // Layer 1: tensor engine (tensors, autograd, ops, safetensors).
-        .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CDNNL", "CKernels"], swiftSettings: fastSwift),
+        .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CDNNL", "CKernels"], swiftSettings: kernelSwift),
         // Layer 2: models (U-Net, CLIP text encoders, VAE, tokenizer, pipeline folders).
-        .target(name: "KoalaModels", dependencies: ["KoalaTensor"], resources: [.copy("Resources")], swiftSettings: fastSwift),
+        .target(name: "KoalaModels", dependencies: ["KoalaTensor"], resources: [.copy("Resources")]),
         // libjpeg/libpng (Debian: libjpeg-dev, libpng-dev) behind setjmp/longjmp wrappers:
         // their error callbacks must not return, which Swift cannot express.
         .target(
@@ -41,11 +46,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]
         ),
         // Layer 2: image I/O (JPEG/PNG decode/encode, resize, crop).
-        .target(name: "KoalaImageIO", dependencies: ["CImageCodecs"], swiftSettings: fastSwift),
+        .target(name: "KoalaImageIO", dependencies: ["CImageCodecs"]),
         // Layer 3: diffusion schedulers and sampling pipelines.
-        .target(name: "KoalaDiffusion", dependencies: ["KoalaModels", "KoalaTensor"], swiftSettings: fastSwift),
+        .target(name: "KoalaDiffusion", dependencies: ["KoalaModels", "KoalaTensor"]),
         // Layer 4: DreamBooth training (optimizers, LoRA, recipes).
-        .target(name: "KoalaTraining", dependencies: ["KoalaDiffusion", "KoalaImageIO", "KoalaModels", "KoalaTensor", "TOMLKit"], swiftSettings: fastSwift),
+        .target(name: "KoalaTraining", dependencies: ["KoalaDiffusion", "KoalaImageIO", "KoalaModels", "KoalaTensor", "TOMLKit"]),
         // Layer 4: subject store (SQLite via GRDB).
         .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
         // Layer 5: the command-line program (commands in a library so tests can reach them).
@@ -55,11 +60,10 @@ let package = Package(
                 "KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: fastSwift
         ),
         .executableTarget(name: "koalabooth", dependencies: ["KoalaCLI"]),
         // Benchmarks (`just bench`): release build only.
-        .executableTarget(name: "KoalaBench", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor", "KoalaTraining"], swiftSettings: fastSwift),
+        .executableTarget(name: "KoalaBench", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor", "KoalaTraining"]),
 
         // Tests. Fixtures (reference data from tools/reference/) live in Tests/Fixtures.
         .target(name: "KoalaTestSupport", dependencies: ["KoalaTensor"], path: "Tests/KoalaTestSupport"),

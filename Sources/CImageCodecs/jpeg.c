@@ -6,6 +6,10 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
+/* See the plausibility check in kb_jpeg_decode. */
+#define KB_JPEG_MAX_PIXELS_PER_BYTE 1024
+#define KB_JPEG_PLAUSIBLE_FLOOR (16LL << 20)
+
 /* libjpeg's default error_exit calls exit(); ours records the message and jumps back
    to the wrapper. */
 typedef struct {
@@ -26,14 +30,28 @@ static void on_error_exit(j_common_ptr cinfo) {
 static void on_emit_message(j_common_ptr cinfo, int level) {
     error_state *state = (error_state *)cinfo->err;
     if (level >= 0) return;  /* trace output */
+    cinfo->err->num_warnings++;
+    switch (cinfo->err->msg_code) {
+    /* Harmless: markers libjpeg does not trust, or bytes it skipped between segments
+       (a decoder that needed them reports JWRN_HIT_MARKER first). */
+    case JWRN_ADOBE_XFORM:
+    case JWRN_JFIF_MAJOR:
+    case JWRN_BOGUS_ICC:
+    case JWRN_EXTRANEOUS_DATA:
+        return;
     /* libjpeg treats running out of data as a warning and pads the image with gray;
        Pillow (and we) refuse such a file rather than train on a half-gray photo. Like
        Pillow, this includes a file that lacks only its end marker. */
-    if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
+    case JWRN_JPEG_EOF:
         state->truncated = 1;
         on_error_exit(cinfo);
+        return;
+    /* Every other warning is corrupt entropy data (a premature end of a segment, a bad
+       Huffman code, a broken progression): libjpeg would carry on and fill the rest of
+       the picture with gray or garbage, which must not become a training photo. */
+    default:
+        on_error_exit(cinfo);
     }
-    cinfo->err->num_warnings++;
 }
 
 static void on_output_message(j_common_ptr cinfo) { (void)cinfo; }
@@ -94,12 +112,24 @@ kb_image_status kb_jpeg_decode(const uint8_t *data, size_t size, kb_image *out) 
     }
     out->source_components = cinfo.num_components;
     out->progressive = cinfo.progressive_mode ? 1 : 0;
-    if ((long long)cinfo.image_width * cinfo.image_height > KB_IMAGE_MAX_PIXELS) {
+    long long claimed = (long long)cinfo.image_width * cinfo.image_height;
+    if (claimed > KB_IMAGE_MAX_PIXELS) {
         snprintf(out->message, KB_IMAGE_MESSAGE_LENGTH, "%ux%u pixels", cinfo.image_width, cinfo.image_height);
         out->width = (int)cinfo.image_width;
         out->height = (int)cinfo.image_height;
         jpeg_destroy_decompress(&cinfo);
         return KB_IMAGE_TOO_LARGE;
+    }
+
+    /* Before allocating: Huffman coding spends at least one bit per 8x8 block, so a
+       real JPEG holds at most 512 pixels per byte; a header claiming far more than
+       its data can hold (13000x13000 over a 320x320 file) is refused before libjpeg
+       allocates for it. Small pictures are exempt (arithmetic coding packs tighter). */
+    if (claimed > KB_JPEG_PLAUSIBLE_FLOOR && claimed / KB_JPEG_MAX_PIXELS_PER_BYTE > (long long)size) {
+        snprintf(out->message, KB_IMAGE_MESSAGE_LENGTH, "its header claims %ux%u pixels, more than %zu bytes of data can hold",
+                 cinfo.image_width, cinfo.image_height, size);
+        jpeg_destroy_decompress(&cinfo);
+        return KB_IMAGE_CORRUPT;
     }
 
     jpeg_start_decompress(&cinfo);

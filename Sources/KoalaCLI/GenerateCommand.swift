@@ -89,6 +89,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "LoRA strength (diffusers' fuse_lora lora_scale; applies to the U-Net and both text encoders).")
     var loraScale: Float = 1
 
+    @Option(help: "GEMM precision: auto (bf16 where the CPU has AVX512_BF16 or AMX, else fp32), fp32, or bf16 (frozen weights held in bf16, GEMM inputs rounded to bf16 with float32 accumulation, as torch.autocast; on other CPUs emulated: same numbers, slower than fp32).")
+    var precision = "auto"
+
     @Option(help: ArgumentHelp("Output image (.png, or .jpg/.jpeg for JPEG); default koalabooth.png, or with --subject the subject's generations folder in the data directory.", valueName: "path"))
     var output: String?
 
@@ -121,6 +124,7 @@ struct GenerateCommand: ParsableCommand {
         if model == nil && subject == nil { throw ValidationError("give --model DIR (or --subject NAME to use a trained subject)") }
         if runID != nil && subject == nil { throw ValidationError("--run needs --subject") }
         if subject != nil && lora != nil { throw ValidationError("--lora and --subject cannot be combined: a subject brings its own weights") }
+        do { _ = try Precision(parsing: precision) } catch { throw ValidationError("--precision: \(error)") }
         guard (1...100).contains(jpegQuality) else { throw ValidationError("--jpeg-quality must be between 1 and 100") }
         for (name, value) in [("--width", width), ("--height", height)] {
             if let v = value, v <= 0 || v % 8 != 0 {
@@ -186,6 +190,13 @@ struct GenerateCommand: ParsableCommand {
                 let applied = try pipeline.applyLoRA(path: lora, scale: loraScale)
                 Output.note("applied LoRA \(lora) (\(applied.format.rawValue) format, \(applied.updates.count) weights, scale \(loraScale))")
             } catch let e as LoRAError { throw CLIError(e.description) }
+        }
+        // bf16 mode: after every merge (merges write the float32 weights).
+        Precision.compute = try Precision(parsing: precision).resolved()
+        if Precision.compute == .bf16 {
+            let freed = [pipeline.unet as any Module, pipeline.textEncoder, pipeline.textEncoder2, pipeline.vae]
+                .reduce(0) { $0 + $1.holdFrozenGEMMWeightsInBF16() }
+            Output.note(String(format: "precision bf16: weights held in bf16 (%.1f MiB freed)", Double(freed) / 1048576))
         }
         let size = (width: width ?? pipeline.defaultSize.width, height: height ?? pipeline.defaultSize.height)
         let shape = try pipeline.latentShape(width: size.width, height: size.height, count: count)
@@ -295,7 +306,7 @@ struct GenerateCommand: ParsableCommand {
             throw CLIError("--latents \(path) does not exist")
         }
         let file: SafeTensorsFile
-        do { file = try SafeTensorsFile(path: path) } catch {
+        do { file = try SafeTensorsFile(path: path, maxBytes: 1 << 30) } catch {
             throw CLIError("--latents \(path) is not a readable safetensors file: \(error)")
         }
         let t: Tensor
@@ -380,6 +391,7 @@ extension GenerationParameters {
             "guidance": "\(guidance)", "guidance_rescale": "\(guidanceRescale)",
             "width": "\(width)", "height": "\(height)", "count": "\(count)",
             "rng": rng.rawValue, "model": model,
+            "precision": Precision.compute.rawValue,  // the resolved one: fp32 or bf16
             "software": "KoalaBooth \(KoalaBoothCommand.configuration.version)",
         ]
     }

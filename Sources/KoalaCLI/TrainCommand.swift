@@ -85,7 +85,8 @@ struct TrainCommand: ParsableCommand {
             (run, recipe, resumeState) = try resumable(store, subject)
             run.stepsDone = resumeState.map(\.step) ?? 0
         } else {
-            recipe = try TrainingRecipe.load(path: self.recipe!).applying(overrides)
+            // `auto` resolved here, so the run records the precision it trains in (and a resume keeps it).
+            recipe = try TrainingRecipe.load(path: self.recipe!).applying(overrides).resolvingPrecision()
             let model = self.model!
             try Self.checkModelFolder(model)
             let new = TrainingRun(subjectId: subject.id!, status: .queued, baseModelPath: Self.absolute(model),

@@ -51,7 +51,7 @@ public struct LoRA {
             throw LoRAError("LoRA file \(path) does not exist")
         }
         let file: SafeTensorsFile
-        do { file = try SafeTensorsFile(path: path) } catch {
+        do { file = try SafeTensorsFile(path: path, maxBytes: 8 << 30) } catch {
             throw LoRAError("LoRA file \(path) is not a readable safetensors file: \(error)")
         }
         let names = file.names

@@ -1,4 +1,5 @@
 import Foundation
+import KoalaTensor
 
 /// How betas run from `beta_start` to `beta_end` over the training timesteps (diffusers' `beta_schedule`).
 public enum BetaSchedule: String, Sendable, CaseIterable, Codable {
@@ -123,7 +124,7 @@ public struct SchedulerConfig: Sendable, Equatable, Codable {
 
     /// Reads a diffusers `scheduler_config.json` file.
     public init(contentsOf url: URL) throws {
-        try self.init(json: try Data(contentsOf: url))
+        try self.init(json: try BoundedFile.read(url.path, limit: BoundedFile.textLimit))
     }
 
     private struct Key: CodingKey {

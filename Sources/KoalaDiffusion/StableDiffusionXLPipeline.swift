@@ -37,6 +37,8 @@ public final class StableDiffusionXLPipeline {
             tokenizer: try CLIPTokenizer(directory: folder.directory("tokenizer")),
             tokenizer2: try CLIPTokenizer(directory: folder.directory("tokenizer_2")),
             schedulerConfig: try loadSchedulerConfig(folder))
+        try PipelineCompatibility.check(folder: path, unet: pipeline.unet.config, vae: pipeline.vae.config, textEncoders: [
+            ("text_encoder", pipeline.textEncoder.config, pipeline.tokenizer), ("text_encoder_2", pipeline.textEncoder2.config, pipeline.tokenizer2)])
         pipeline.forceZerosForEmptyPrompt = forceZerosFlag(folder)
         return pipeline
     }

@@ -6,6 +6,8 @@ public enum ImageIOError: Error, Equatable, CustomStringConvertible, LocalizedEr
     case fileNotFound(path: String)
     case unreadable(path: String, reason: String)
     case emptyFile(path: String)
+    /// More bytes than `ImageLimits.maxFileBytes`: refused before reading.
+    case fileTooLarge(path: String, bytes: Int)
     /// The bytes match no image format; `looksLike` names what they seem to be (text, HTML...).
     case notAnImage(path: String, looksLike: String?)
     /// A real image format that KoalaBooth does not decode (HEIC, WebP, GIF...).
@@ -26,6 +28,8 @@ public enum ImageIOError: Error, Equatable, CustomStringConvertible, LocalizedEr
             return "\(path): cannot be read (\(reason)). Check that it is a regular file you have permission to read."
         case .emptyFile(let path):
             return "\(path): the file is empty (0 bytes). It was probably not fully copied or downloaded; copy it again."
+        case .fileTooLarge(let path, let bytes):
+            return "\(path): the file is \(bytes) bytes, more than the \(ImageLimits.maxFileBytes) bytes KoalaBooth reads for a photo. Check that it is a photo; downscale or re-encode it."
         case .notAnImage(let path, let looksLike):
             let what = looksLike.map { " (it looks like \($0))" } ?? ""
             return "\(path): not a JPEG or PNG image\(what); the file extension does not matter, its contents do. Use a JPEG or PNG photo."
@@ -56,4 +60,6 @@ public enum ImageLimits {
     /// Images with more pixels are refused (the same bound Pillow enforces against
     /// decompression bombs).
     public static let maxPixels = 178_956_970
+    /// Larger files are refused before reading: far above any photo's file.
+    public static let maxFileBytes = 256 << 20
 }

@@ -70,21 +70,45 @@ extension RGBImage {
         }
     }
 
+    /// The file's bytes, read only from a regular file (a FIFO would block forever,
+    /// `/dev/zero` would be read until memory runs out) and only up to
+    /// `ImageLimits.maxFileBytes`. KoalaTensor's `BoundedFile` does the same for the other
+    /// files KoalaBooth reads; this module does not depend on KoalaTensor.
     static func readFile(_ path: String) throws -> [UInt8] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ImageIOError.fileNotFound(path: path)
+        // O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw ImageIOError.fileNotFound(path: path) }
+            throw ImageIOError.unreadable(path: path, reason: String(cString: strerror(errno)))
         }
-        if isDirectory.boolValue { throw ImageIOError.unreadable(path: path, reason: "it is a directory") }
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw ImageIOError.unreadable(path: path, reason: "permission denied or not a regular file")
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ImageIOError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: throw ImageIOError.unreadable(path: path, reason: "it is a directory")
+        case S_IFIFO: throw ImageIOError.unreadable(path: path, reason: "it is a FIFO (named pipe), not a regular file")
+        case S_IFCHR, S_IFBLK: throw ImageIOError.unreadable(path: path, reason: "it is a device, not a regular file")
+        default: throw ImageIOError.unreadable(path: path, reason: "it is not a regular file")
         }
-        defer { try? handle.close() }
-        do {
-            return [UInt8](try handle.readToEnd() ?? Data())
-        } catch {
-            throw ImageIOError.unreadable(path: path, reason: error.localizedDescription)
+        let limit = ImageLimits.maxFileBytes
+        guard st.st_size <= limit else { throw ImageIOError.fileTooLarge(path: path, bytes: Int(st.st_size)) }
+        // Read to the end (the file may have grown since fstat), never past the limit.
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size) + 1)
+        var filled = 0
+        while true {
+            if filled == bytes.count {
+                guard bytes.count <= limit else { throw ImageIOError.fileTooLarge(path: path, bytes: bytes.count) }
+                bytes += [UInt8](repeating: 0, count: min(bytes.count, limit + 1 - bytes.count))
+            }
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw ImageIOError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+            if n == 0 { break }
+            filled += n
         }
+        bytes.removeSubrange(filled...)
+        return bytes
     }
 }
 

@@ -57,7 +57,7 @@ extension Tensor {
     /// Leaves that require grad accumulate into `.grad`; the graph is consumed.
     public func backward(_ gradient: Tensor? = nil) {
         let seed = gradient ?? Tensor.full(shape, 1)
-        precondition(seed.shape == shape, "backward: gradient shape \(seed.shape) != tensor shape \(shape)")
+        boundaryCheck(seed.shape == shape, "backward: gradient shape \(seed.shape) != tensor shape \(shape)")
         guard let root = gradFn else {
             if requiresGrad { accumulateLeafGrad(seed) }
             return
@@ -73,10 +73,10 @@ extension Tensor {
                 let grads = fn(g, needs)
                 node.backwardFn = nil
                 node.inputs = []
-                precondition(grads.count == inputs.count, "\(node.name) backward returned \(grads.count) grads for \(inputs.count) inputs")
+                boundaryCheck(grads.count == inputs.count, "\(node.name) backward returned \(grads.count) grads for \(inputs.count) inputs")
                 for (input, grad) in zip(inputs, grads) {
                     guard let grad, input.requiresGrad else { continue }
-                    precondition(grad.shape == input.shape, "\(node.name) backward: grad shape \(grad.shape) != input shape \(input.shape)")
+                    boundaryCheck(grad.shape == input.shape, "\(node.name) backward: grad shape \(grad.shape) != input shape \(input.shape)")
                     let owned = Tensor.isFresh(grad, among: grads, incoming: g, inputs: inputs)
                     if let producer = input.gradFn {
                         let key = ObjectIdentifier(producer)

@@ -35,27 +35,46 @@ public enum BLAS {
         return b
     }()
 
-    /// The backend for an m×n×k GEMM on this CPU, by measurement (2-core Intel Xeon,
-    /// AVX-512 + AVX512_BF16, 2026-12-02, docs/ARCHITECTURE.md "Threads"): with AVX-512
-    /// oneDNN beats OpenBLAS's AVX-512 kernels from about 1M multiply-adds and its AVX2
-    /// kernels at every size; with AVX2 only the two tie (OpenBLAS kept). Where OpenBLAS
-    /// runs pre-AVX2 kernels (it takes CPUs it does not know, such as that Xeon, for a
-    /// Prescott) oneDNN wins everywhere, 5-7x.
+    /// The backend for an m×n×k GEMM on this CPU, by measurement (`just bench gemm`,
+    /// tools/bench/RESULTS.md):
+    /// - AVX-512 (2-core Intel Xeon, AVX-512 + AVX512_BF16, 2026-12-02): oneDNN's
+    ///   `brg:avx512_core` beats OpenBLAS's AVX2 kernels 2-5x at every U-Net shape, and its
+    ///   AVX-512 kernels from about 1M multiply-adds.
+    /// - AVX2 only (2-core AMD EPYC, 2026-12-02, tools/bench/gemm_cpu_time.c: rates per
+    ///   CPU-second, the machine being loaded; oneDNN's `gemm:jit` vs OpenBLAS's Zen
+    ///   kernels, one thread): oneDNN 6-16% faster from 1M to 16.8M multiply-adds (the
+    ///   attention tiles), tied or 7-11% slower from 26M to 67M (Winograd bands), tied or
+    ///   up to 30% slower above (16x16 GEGLU, im2col), tied below 1M (per-call set-up).
+    /// - Where OpenBLAS runs pre-AVX2 kernels (it takes CPUs it does not know, such as that
+    ///   Xeon, for a Prescott) oneDNN wins everywhere, 5-7x.
     public static func backend(m: Int, n: Int, k: Int) -> GEMMBackend {
         if let forcedBackend { return forcedBackend == .oneDNN && !OneDNN.isAvailable ? .openBLAS : forcedBackend }
-        guard routesToOneDNN, OneDNN.isAvailable else { return .openBLAS }
+        guard OneDNN.isAvailable else { return .openBLAS }
+        let multiplyAdds = m * n * k
+        if CPUFeatures.current.hasAVX512 {
+            guard routesToOneDNNWithAVX512 else { return .openBLAS }
+            return openBLASKernels != .avx512 || multiplyAdds >= oneDNNMinMultiplyAdds ? .oneDNN : .openBLAS
+        }
         switch openBLASKernels {
         case .old: return .oneDNN
-        case .avx2: return CPUFeatures.current.hasAVX512 ? .oneDNN : .openBLAS
-        case .avx512: return m * n * k >= oneDNNMinMultiplyAdds ? .oneDNN : .openBLAS
+        case .avx2, .avx512: return avx2OneDNNMultiplyAdds.contains(multiplyAdds) ? .oneDNN : .openBLAS
         }
     }
-    /// Off until fixed: the KOALA-700M U-Net forward crashed (SIGSEGV in oneDNN JIT code on
-    /// a Dispatch worker) with every GEMM on oneDNN, though every GEMM test passes; oneDNN
-    /// is used only when forced (`KOALABOOTH_GEMM=onednn`) meanwhile.
-    static let routesToOneDNN = false
+    /// Off until run on an AVX-512 machine: there the KOALA-700M U-Net forward with every
+    /// GEMM on oneDNN (`brg:avx512_core` kernels) crashed with SIGSEGV in oneDNN's JIT
+    /// code on a Dispatch worker (2026-12-02), and the AVX2-only machine that followed
+    /// cannot run those kernels: its `gemm:jit` path passed the same forward, the
+    /// concurrency test and the guard-page test. Turn on once
+    /// `UNet2DConditionModelOneDNNTests` and GEMMBackendTests pass on an AVX-512 CPU.
+    static let routesToOneDNNWithAVX512 = false
     /// Below this OpenBLAS's AVX-512 kernels win (oneDNN's per-call set-up dominates).
     static let oneDNNMinMultiplyAdds = 1 << 20
+    /// On AVX2-only CPUs, the GEMM sizes (multiply-adds) oneDNN's AVX2 kernels ran faster
+    /// than OpenBLAS's: up to the 512x512x64 attention tile.
+    static let avx2OneDNNMultiplyAdds = (1 << 20)...(1 << 24)
+
+    /// Whether oneDNN runs on this CPU (it needs AVX2), for tests that force it.
+    public static var isOneDNNAvailable: Bool { OneDNN.isAvailable }
 
     /// What OpenBLAS's chosen core (`openblas_get_corename`, which honours
     /// OPENBLAS_CORETYPE) runs: its DYNAMIC_ARCH cores with AVX2 and with AVX-512.
@@ -147,8 +166,15 @@ public enum BLAS {
         case .openBLAS?: return "\(openBLAS), forced by \(backendEnvironmentKey)"
         case .oneDNN?: return OneDNN.isAvailable ? "\(onednn), forced by \(backendEnvironmentKey)" : "\(openBLAS) (oneDNN unavailable)"
         case nil:
-            if backend(m: 4096, n: 4096, k: 4096) == .openBLAS { return "\(openBLAS); oneDNN \(OneDNN.isAvailable ? "not used without AVX-512" : "unavailable")" }
+            guard OneDNN.isAvailable else { return "\(openBLAS); oneDNN unavailable" }
+            if CPUFeatures.current.hasAVX512 && !routesToOneDNNWithAVX512 {
+                return "\(openBLAS); \(onednn) only with \(backendEnvironmentKey)=onednn on AVX-512 (BLAS.routesToOneDNNWithAVX512)"
+            }
             if backend(m: 1, n: 1, k: 1) == .oneDNN { return "\(onednn); \(openBLAS) not used" }
+            if backend(m: 4096, n: 4096, k: 4096) == .openBLAS {
+                let r = avx2OneDNNMultiplyAdds
+                return "\(onednn) from \(r.lowerBound) to \(r.upperBound) multiply-adds, \(openBLAS) outside"
+            }
             return "\(onednn) from \(oneDNNMinMultiplyAdds) multiply-adds, \(openBLAS) below"
         }
     }

@@ -104,16 +104,23 @@ enum OneDNN {
     /// hundred shapes; the bound only guards against unbounded shape streams.
     private static let cache = Mutex<[Key: Matmul?]>([:])
     private static let cacheLimit = 4096
+    /// Held while compiling, one primitive at a time: workers that miss on the same shape
+    /// at once (every attention head, every convolution tile) wait for one compilation
+    /// instead of each running their own, and oneDNN never compiles while it compiles.
+    /// Lookups take only `cache`, so GEMMs of known shapes run meanwhile.
+    private static let compiling = Mutex<Void>(())
 
     static func matmul(_ key: Key) -> Matmul? {
         if let hit = cache.withLock({ $0[key] }) { return hit }
         guard let engine else { return nil }
-        singleThreadedOpenMP()
-        let made = Matmul(key, engine: engine)  // outside the lock: compiling takes milliseconds
-        return cache.withLock { table in
-            if let raced = table[key] { return raced }
-            if table.count >= cacheLimit { table.removeAll() }
-            table[key] = .some(made)
+        return compiling.withLock { _ in
+            if let raced = cache.withLock({ $0[key] }) { return raced }
+            singleThreadedOpenMP()
+            let made = Matmul(key, engine: engine)
+            cache.withLock { table in
+                if table.count >= cacheLimit { table.removeAll() }
+                table[key] = .some(made)
+            }
             return made
         }
     }
@@ -145,6 +152,37 @@ enum OneDNN {
         // The arguments match the descriptors the primitive was compiled for, so an error
         // here is a bug, not a condition to recover from (C may be half written).
         precondition(status == dnnl_success, "oneDNN matmul failed (\(status)) for \(key)")
+        return true
+    }
+}
+
+// MARK: bf16 matmul (the bf16 precision mode, Precision.swift)
+
+extension OneDNN {
+    /// C[m×n] = A[m×k] · B[n×k]ᵀ + beta · C with bf16 A and B and float32 C (oneDNN's
+    /// `avx512_core_bf16` / AMX kernels), split into row blocks over the workers as
+    /// `BLAS.sgemm` splits float32 GEMMs; false when oneDNN refuses the shape (nothing is
+    /// written then: the first block is tried alone before the others start).
+    static func gemmBF16(m: Int, n: Int, k: Int, a: UnsafePointer<UInt16>, lda: Int, b: UnsafePointer<UInt16>, ldb: Int,
+                         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) -> Bool {
+        if m == 0 || n == 0 { return true }
+        let parts = m * n * k >= 1 << 22 ? min(Parallel.threads, m / 32) : 1
+        let tiles = (m + 31) / 32
+        func block(_ p: Int, _ count: Int) -> Bool {
+            let lo = count == 1 ? 0 : tiles * p / count * 32, hi = count == 1 ? m : min(m, tiles * (p + 1) / count * 32)
+            guard lo < hi else { return true }
+            let key = Key(transA: false, transB: true, m: hi - lo, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc,
+                          alpha: 1, beta: beta, input: .bf16)
+            return gemm(key, a: a + lo * lda, b: b, c: c + lo * ldc)
+        }
+        if parts <= 1 { return block(0, 1) }
+        guard block(0, parts) else { return false }
+        let failed = Mutex(false)
+        Parallel.forEach(parts - 1) { range in
+            for p in range where !block(p + 1, parts) { failed.withLock { $0 = true } }
+        }
+        // Blocks of another height can only fail where the first did not by a oneDNN bug.
+        precondition(!failed.withLock { $0 }, "oneDNN bf16 matmul refused a row block of \(m)x\(n)x\(k) it accepted for the first")
         return true
     }
 }

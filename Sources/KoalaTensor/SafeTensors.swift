@@ -26,15 +26,11 @@ final class MappedFile: @unchecked Sendable {
     let base: UnsafeRawPointer
     let size: Int
 
-    init(path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw SafeTensorsError("cannot open \(path): \(String(cString: strerror(errno))); check that the file exists and is readable")
-        }
+    init(path: String, maxBytes: Int) throws {
+        let fd: Int32
+        (fd, size) = try BoundedFile.openRegular(path)
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SafeTensorsError("cannot stat \(path)") }
-        size = Int(st.st_size)
+        guard size <= maxBytes else { throw BoundedFile.tooLarge(path, size: size, limit: maxBytes) }
         if size == 0 {
             base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 8))
             return
@@ -78,51 +74,110 @@ public struct SafeTensorsFile: Sendable {
 
     public var names: [String] { entries.keys.sorted() }
 
-    public init(path: String) throws {
-        let file = try MappedFile(path: path)
+    /// The largest header read (the limit of the reference safetensors library).
+    public static let headerLimit = 100_000_000
+
+    /// Opens `path` and checks its whole header: every size and offset with checked
+    /// arithmetic, so a crafted file is refused with an error naming the file and the
+    /// field, never a trap or a wrapped size. `maxBytes` refuses larger files before
+    /// mapping them.
+    public init(path: String, maxBytes: Int = .max) throws {
+        let file: MappedFile
+        do { file = try MappedFile(path: path, maxBytes: maxBytes) } catch let e as BoundedFile.Error {
+            throw SafeTensorsError("cannot open \(path): \(e.reason)")
+        }
         self.path = path
         self.file = file
-        let name = (path as NSString).lastPathComponent
-        guard file.size >= 8 else {
-            throw SafeTensorsError("\(name) is truncated: \(file.size) bytes, too short for a safetensors header; re-download or re-export it")
+        func fail(_ problem: String, fix: String = "re-download or re-export it") -> SafeTensorsError {
+            SafeTensorsError("\(path) is not a valid safetensors file: \(problem); \(fix)")
         }
-        let headerLen = Int(file.base.loadUnaligned(as: UInt64.self).littleEndian)
-        guard headerLen <= file.size - 8 else {
-            throw SafeTensorsError("\(name) is truncated: its header says \(headerLen) bytes but the file has \(file.size - 8) after the length; re-download or re-export it")
+        guard file.size >= 8 else { throw fail("it is truncated (\(file.size) bytes, too short for the 8-byte header length)") }
+        // Compared as UInt64: converting a length >= 2^63 to Int first would trap.
+        let rawLength = UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self))
+        guard rawLength <= UInt64(file.size - 8) else {
+            throw fail("it is truncated or corrupt (its header length field says \(rawLength) bytes but only \(file.size - 8) follow it)")
         }
-        let headerData = Data(bytes: file.base + 8, count: headerLen)
-        guard let json = try? JSONSerialization.jsonObject(with: headerData), let header = json as? [String: Any] else {
-            throw SafeTensorsError("\(name) has a bad header: it is not a JSON object; the file is not safetensors or is corrupt")
+        let headerLength = Int(rawLength)
+        guard headerLength <= Self.headerLimit else {
+            throw fail("its header is \(headerLength) bytes, more than the \(Self.headerLimit) bytes safetensors allows")
         }
-        dataStart = 8 + headerLen
+        let headerBytes = UnsafeRawBufferPointer(start: file.base + 8, count: headerLength)
+        guard headerBytes.first == UInt8(ascii: "{"),
+              let json = try? JSONSerialization.jsonObject(with: Data(headerBytes)), let header = json as? [String: Any]
+        else { throw fail("it has a bad header (not a JSON object): it is not safetensors, or is corrupt") }
+        dataStart = 8 + headerLength
         let dataSize = file.size - dataStart
         var meta: [String: String] = [:]
         var entries: [String: Entry] = [:]
         for (key, value) in header {
             if key == "__metadata__" {
-                guard let m = value as? [String: Any] else { throw SafeTensorsError("\(name): __metadata__ is not an object") }
+                guard let m = value as? [String: Any] else { throw fail("__metadata__ is not an object") }
                 for (k, v) in m { meta[k] = (v as? String) ?? "\(v)" }
                 continue
             }
-            guard let info = value as? [String: Any], let dt = info["dtype"] as? String,
-                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
-            else { throw SafeTensorsError("\(name): header entry '\(key)' lacks dtype, shape or data_offsets") }
-            guard let dtype = SafeTensorsDType(rawValue: dt) else {
-                throw SafeTensorsError("\(name): tensor '\(key)' has dtype \(dt), which KoalaBooth cannot read (supported: F32, F16, BF16, F64, I64, I32); convert it with safetensors in Python")
-            }
-            guard shape.allSatisfy({ $0 >= 0 }) else { throw SafeTensorsError("\(name): tensor '\(key)' has a negative dimension in shape \(shape)") }
-            let (b, e) = (offsets[0], offsets[1])
-            guard b >= 0, b <= e, e <= dataSize else {
-                throw SafeTensorsError("\(name): tensor '\(key)' has data offsets [\(b), \(e)] out of range (data section is \(dataSize) bytes); the file is truncated or corrupt")
-            }
-            let expected = shape.reduce(1, *) * dtype.byteSize
-            guard e - b == expected else {
-                throw SafeTensorsError("\(name): tensor '\(key)' of shape \(shape) and dtype \(dt) needs \(expected) bytes but its offsets span \(e - b)")
-            }
-            entries[key] = Entry(dtype: dtype, shape: shape, begin: b, end: e)
+            let entry = try Self.entry(key, value, dataSize: dataSize, failWith: fail)
+            entries[key] = entry
         }
+        // The tensors must tile the data section in offset order: no overlap, no gap, no
+        // trailing bytes (what the reference library checks).
+        var next = 0
+        for (key, e) in entries.sorted(by: { ($0.value.begin, $0.value.end, $0.key) < ($1.value.begin, $1.value.end, $1.key) }) {
+            guard e.begin == next else {
+                throw fail(e.begin < next ? "tensor '\(key)' at data offsets [\(e.begin), \(e.end)] overlaps the tensor before it (which ends at \(next))"
+                                          : "tensor '\(key)' starts at data offset \(e.begin), leaving a gap after the tensor before it (which ends at \(next))")
+            }
+            next = e.end
+        }
+        guard next == dataSize else { throw fail("its tensors end at data offset \(next) but the data section holds \(dataSize) bytes") }
         self.metadata = meta
         self.entries = entries
+    }
+
+    /// One header entry, checked: a known dtype, a shape of non-negative integers whose
+    /// byte count fits in Int, offsets in range and spanning exactly that many bytes.
+    private static func entry(_ key: String, _ value: Any, dataSize: Int, failWith: (String, String) -> SafeTensorsError) throws -> Entry {
+        func fail(_ problem: String) -> SafeTensorsError { failWith(problem, "re-download or re-export it") }
+        guard let info = value as? [String: Any] else { throw fail("header entry '\(key)' is not an object") }
+        guard let dt = info["dtype"] as? String else { throw fail("tensor '\(key)' has no dtype string") }
+        guard let dtype = SafeTensorsDType(rawValue: dt) else {
+            throw failWith("tensor '\(key)' has dtype \(dt), which KoalaBooth cannot read (supported: F32, F16, BF16, F64, I64, I32)",
+                           "convert it to one of those with safetensors in Python")
+        }
+        guard let shapeValues = info["shape"] as? [Any], let shape = integers(shapeValues) else {
+            throw fail("tensor '\(key)' has a shape that is not a list of integers")
+        }
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw fail("tensor '\(key)' has a negative dimension in shape \(shape)") }
+        guard let offsetValues = info["data_offsets"] as? [Any], let offsets = integers(offsetValues), offsets.count == 2 else {
+            throw fail("tensor '\(key)' has data_offsets that are not two integers")
+        }
+        let (b, e) = (offsets[0], offsets[1])
+        guard b >= 0, b <= e else { throw fail("tensor '\(key)' has data offsets [\(b), \(e)], which do not make a range") }
+        guard e <= dataSize else {
+            throw fail("it is truncated or corrupt (tensor '\(key)' has data offsets [\(b), \(e)], out of range of the \(dataSize)-byte data section)")
+        }
+        var expected = dtype.byteSize
+        for d in shape {
+            let (product, overflow) = expected.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw fail("tensor '\(key)' of shape \(shape) would need more than \(Int.max) bytes") }
+            expected = product
+        }
+        guard e - b == expected else {
+            throw fail("tensor '\(key)' of shape \(shape) and dtype \(dt) needs \(expected) bytes but its offsets span \(e - b)")
+        }
+        return Entry(dtype: dtype, shape: shape, begin: b, end: e)
+    }
+
+    /// JSON numbers that are exact integers in Int range; nil for anything else (1.5,
+    /// 1e30, "3", true).
+    private static func integers(_ values: [Any]) -> [Int]? {
+        var out: [Int] = []
+        out.reserveCapacity(values.count)
+        for v in values {
+            // Bridging to Int succeeds only for an exact integer in range.
+            guard let i = v as? Int else { return nil }
+            out.append(i)
+        }
+        return out
     }
 
     /// Reads one tensor, converting to float32.
@@ -161,7 +216,7 @@ public enum SafeTensors {
     /// a temporary file is renamed into place, so a crash never leaves half a file.
     public static func write(_ tensors: [String: Tensor], to path: String,
                              dtype: SafeTensorsDType = .F32, metadata: [String: String] = [:]) throws {
-        precondition([.F32, .F16, .BF16].contains(dtype), "safetensors writer supports F32, F16, BF16")
+        boundaryCheck([.F32, .F16, .BF16].contains(dtype), "safetensors writer supports F32, F16, BF16")
         let names = tensors.keys.sorted()
         var header = "{"
         if !metadata.isEmpty {

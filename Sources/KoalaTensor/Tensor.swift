@@ -34,7 +34,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
 
     public convenience init(shape: [Int], values: [Float], requiresGrad: Bool = false) {
         let n = shape.reduce(1, *)
-        precondition(values.count == n, "Tensor(shape: \(shape)) needs \(n) values, got \(values.count)")
+        boundaryCheck(values.count == n, "Tensor(shape: \(shape)) needs \(n) values, got \(values.count)")
         self.init(empty: shape)
         values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: n) }
         self.requiresGrad = requiresGrad
@@ -80,11 +80,21 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// Pointer to the first element. Index it linearly only when `isContiguous`.
-    public var data: UnsafeMutablePointer<Float> { storage.pointer + offset }
+    public var data: UnsafeMutablePointer<Float> {
+        // A weight held in bf16 has no float elements; only the bf16-aware GEMM ops
+        // (linear, conv2d: Precision.swift) may read it, through `storage.bf16`.
+        if _slowPath(storage.bf16 != nil) { Tensor.heldInBF16(shape) }
+        return storage.pointer + offset
+    }
+
+    @inline(never)
+    static func heldInBF16(_ shape: [Int]) -> Never {
+        fatalError("a \(shape) tensor is held in bf16 (a frozen weight in the bf16 precision mode) and was read as float32 by an op that does not take bf16 weights; run with --precision fp32 or give that op a bf16 path (Sources/KoalaTensor/BF16Ops.swift)")
+    }
 
     func normalize(_ dim: Int) -> Int {
         let d = dim < 0 ? dim + rank : dim
-        precondition(d >= 0 && d < rank, "dimension \(dim) out of range for shape \(shape)")
+        boundaryCheck(d >= 0 && d < rank, "dimension \(dim) out of range for shape \(shape)")
         return d
     }
 
@@ -101,10 +111,10 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     private func linearOffset(_ index: [Int]) -> Int {
-        precondition(index.count == rank, "index \(index) does not match shape \(shape)")
+        boundaryCheck(index.count == rank, "index \(index) does not match shape \(shape)")
         var o = 0
         for i in 0..<rank {
-            precondition(index[i] >= 0 && index[i] < shape[i], "index \(index) out of range for shape \(shape)")
+            boundaryCheck(index[i] >= 0 && index[i] < shape[i], "index \(index) out of range for shape \(shape)")
             o += index[i] * strides[i]
         }
         return o
@@ -112,7 +122,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
 
     /// The single value of a one-element tensor.
     public var item: Float {
-        precondition(count == 1, "item needs a one-element tensor, shape is \(shape)")
+        boundaryCheck(count == 1, "item needs a one-element tensor, shape is \(shape)")
         return data[0]
     }
 

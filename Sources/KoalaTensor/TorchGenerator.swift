@@ -15,7 +15,7 @@ extension RandomGenerator: TensorRandomSource {
     public mutating func randn(_ shape: [Int]) -> Tensor { Tensor.randn(shape, generator: &self) }
     public mutating func rand(_ shape: [Int]) -> Tensor { Tensor.rand(shape, generator: &self) }
     public mutating func randint(low: Int, high: Int, count: Int) -> [Int] {
-        precondition(low < high, "randint needs low < high, got \(low)..<\(high)")
+        boundaryCheck(low < high, "randint needs low < high, got \(low)..<\(high)")
         return (0..<count).map { _ in low + int(below: high - low) }
     }
 }
@@ -126,7 +126,7 @@ public struct TorchGenerator: TensorRandomSource, Equatable {
 
     /// `torch.randint(low, high, (count,), generator=g)` (int64).
     public mutating func randint(low: Int, high: Int, count: Int) -> [Int] {
-        precondition(low < high, "randint needs low < high, got \(low)..<\(high)")
+        boundaryCheck(low < high, "randint needs low < high, got \(low)..<\(high)")
         let range = UInt64(bitPattern: Int64(high) &- Int64(low))
         return (0..<count).map { _ in
             let draw = range >= 1 << 32 ? nextUInt64() : UInt64(nextUInt32())

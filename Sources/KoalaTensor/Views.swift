@@ -8,10 +8,10 @@ extension Tensor {
         var s = newShape
         if let i = s.firstIndex(of: -1) {
             let known = s.enumerated().filter { $0.offset != i }.map(\.element).reduce(1, *)
-            precondition(known > 0 && count % known == 0, "cannot reshape \(shape) to \(newShape)")
+            boundaryCheck(known > 0 && count % known == 0, "cannot reshape \(shape) to \(newShape)")
             s[i] = count / known
         }
-        precondition(s.reduce(1, *) == count, "cannot reshape \(shape) (\(count) values) to \(newShape)")
+        boundaryCheck(s.reduce(1, *) == count, "cannot reshape \(shape) (\(count) values) to \(newShape)")
         let src = contiguous()
         let out = Tensor(storage: src.storage, shape: s, offset: src.offset)
         let inShape = shape
@@ -20,7 +20,7 @@ extension Tensor {
 
     /// Reorders dimensions (a view).
     public func permute(_ dims: [Int]) -> Tensor {
-        precondition(dims.count == rank && Set(dims) == Set(0..<rank), "permute \(dims) invalid for rank \(rank)")
+        boundaryCheck(dims.count == rank && Set(dims) == Set(0..<rank), "permute \(dims) invalid for rank \(rank)")
         let out = Tensor(storage: storage, shape: dims.map { shape[$0] }, strides: dims.map { strides[$0] }, offset: offset)
         var inverse = [Int](repeating: 0, count: rank)
         for (i, d) in dims.enumerated() { inverse[d] = i }
@@ -37,7 +37,7 @@ extension Tensor {
     /// Elements `start..<end` along `dim` (a view).
     public func slice(_ dim: Int, _ start: Int, _ end: Int) -> Tensor {
         let d = normalize(dim)
-        precondition(start >= 0 && start <= end && end <= shape[d], "slice \(start)..<\(end) out of range for dim \(d) of \(shape)")
+        boundaryCheck(start >= 0 && start <= end && end <= shape[d], "slice \(start)..<\(end) out of range for dim \(d) of \(shape)")
         var s = shape
         s[d] = end - start
         let out = Tensor(storage: storage, shape: s, strides: strides, offset: offset + start * strides[d])
@@ -59,14 +59,14 @@ extension Tensor {
 
     /// Broadcasts size-1 dimensions to `newShape` (a view with stride 0).
     public func expand(_ newShape: [Int]) -> Tensor {
-        precondition(newShape.count >= rank, "expand: \(shape) to \(newShape)")
+        boundaryCheck(newShape.count >= rank, "expand: \(shape) to \(newShape)")
         let lead = newShape.count - rank
         var st = [Int](repeating: 0, count: newShape.count)
         for i in 0..<newShape.count {
             if i < lead { st[i] = 0; continue }
             let j = i - lead
             if shape[j] == newShape[i] { st[i] = strides[j] } else {
-                precondition(shape[j] == 1, "expand: cannot broadcast \(shape) to \(newShape)")
+                boundaryCheck(shape[j] == 1, "expand: cannot broadcast \(shape) to \(newShape)")
                 st[i] = 0
             }
         }
@@ -78,7 +78,7 @@ extension Tensor {
     /// Copies `src` (same shape) into this tensor's elements, in place, without autograd.
     /// Used to fill views of freshly made buffers.
     public func assign(_ src: Tensor) {
-        precondition(src.shape == shape, "assign: \(src.shape) into \(shape)")
+        boundaryCheck(src.shape == shape, "assign: \(src.shape) into \(shape)")
         if isContiguous {
             if src.isContiguous { data.update(from: src.data, count: count) } else { src.copyStrided(into: data) }
             return
@@ -102,7 +102,7 @@ extension Tensor {
     /// dims summed), the inverse of broadcasting.
     public func sum(toShape target: [Int]) -> Tensor {
         if shape == target { return self }
-        precondition(target.count <= rank, "sum(toShape:) \(shape) -> \(target)")
+        boundaryCheck(target.count <= rank, "sum(toShape:) \(shape) -> \(target)")
         let lead = rank - target.count
         let padded = [Int](repeating: 1, count: lead) + target
         let src = contiguous()

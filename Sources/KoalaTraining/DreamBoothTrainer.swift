@@ -57,6 +57,8 @@ public struct TrainingCheckpointState: Codable, Sendable, Equatable {
     public var elapsedSeconds: Double
     public var loraFile: String?
     public var kohyaFile: String?
+    /// The GEMM precision the run computed in (`fp32` or `bf16`); nil in states written before it was recorded.
+    public var precision: String? = nil
     /// The diffusers `unet` folder of a full fine-tuning checkpoint.
     public var unetFolder: String? = nil
     public var optimizerFile: String
@@ -115,8 +117,20 @@ public final class DreamBoothTrainer {
         }
         guard !images.isEmpty else { throw TrainingError("no training photos were given") }
         self.recipe = recipe
+        // The run's precision (Precision.swift) for everything from here: VAE encoding,
+        // class images, validation and the steps.
+        Precision.compute = recipe.model.precision.resolved()
 
         let pipeline = try StableDiffusionXLPipeline.load(from: modelPath)
+        // bf16: once every trainable weight is marked (both exits below), the frozen ones
+        // are held in bf16; the adapters and a full fine-tune's U-Net stay float32.
+        defer {
+            if Precision.compute == .bf16 {
+                for m in [pipeline.unet as any Module, pipeline.vae, pipeline.textEncoder, pipeline.textEncoder2] {
+                    m.holdFrozenGEMMWeightsInBF16()
+                }
+            }
+        }
         unet = pipeline.unet
         unet.gradientCheckpointing = recipe.model.gradientCheckpointing
         self.instancePrompt = instancePrompt
@@ -400,7 +414,7 @@ public final class DreamBoothTrainer {
                     step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue, rngReplaySteps: step,
                     smoothedLoss: smoothWeight > 0 ? smoothed / smoothWeight : nil, smoothingWeight: smoothWeight,
                     lastLoss: lastLoss, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(began),
-                    loraFile: nil, kohyaFile: nil, optimizerFile: "")
+                    loraFile: nil, kohyaFile: nil, precision: Precision.compute.rawValue, optimizerFile: "")
                 let saved = try saveCheckpoint(state, optimizer: optimizer, directory: directory)
                 last = saved
                 try finish(Self.files(of: saved, in: directory))

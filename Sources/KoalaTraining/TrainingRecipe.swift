@@ -1,5 +1,6 @@
 import Foundation
 import KoalaDiffusion
+import KoalaTensor
 import TOMLKit
 
 /// Everything that decides a DreamBooth run besides the base model and the photos: read
@@ -164,6 +165,9 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
         public var train = TrainMode.lora
         /// Recompute block activations in backward to bound memory.
         public var gradientCheckpointing = false
+        /// GEMM precision of the run (`auto` resolves per CPU when the run starts; trainable
+        /// weights, gradients and optimizer states are float32 in every mode).
+        public var precision = Precision.auto
         /// `[model.lora]`.
         public var lora = LoRASection()
 
@@ -172,6 +176,7 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey, CaseIterable {
             case train
             case gradientCheckpointing = "gradient_checkpointing"
+            case precision
             case lora
         }
     }
@@ -420,7 +425,7 @@ extension TrainingRecipe {
         }
         let bytes: Foundation.Data
         do {
-            bytes = try Foundation.Data(contentsOf: URL(fileURLWithPath: path))
+            bytes = try BoundedFile.read(path, limit: BoundedFile.textLimit)
         } catch {
             throw RecipeError.unreadable(path: path, reason: error.localizedDescription)
         }
@@ -609,6 +614,7 @@ extension TrainingRecipe.ModelSection {
         typealias K = CodingKeys
         if let v = try t.choice(K.train.rawValue, TrainingRecipe.TrainMode.self) { train = v }
         if let v = try t.bool(K.gradientCheckpointing.rawValue) { gradientCheckpointing = v }
+        if let v = try t.choice(K.precision.rawValue, Precision.self) { precision = v }
         if let l = try t.table(K.lora.rawValue, keys: TrainingRecipe.LoRASection.CodingKeys.allCases.map(\.rawValue)) {
             typealias L = TrainingRecipe.LoRASection.CodingKeys
             if let v = try l.int(L.rank.rawValue) { lora.rank = v }
@@ -905,6 +911,7 @@ extension TrainingRecipe {
         ])
         section("model", [
             ("train", s(model.train.rawValue)), ("gradient_checkpointing", "\(model.gradientCheckpointing)"),
+            ("precision", s(model.precision.rawValue)),
         ])
         section("model.lora", [
             ("rank", "\(model.lora.rank)"), ("alpha", model.lora.alpha.map(d)), ("dropout", d(model.lora.dropout)),
@@ -958,4 +965,13 @@ private func tomlQuoted(_ s: String) -> String {
         }
     }
     return out + "\""
+}
+
+extension TrainingRecipe {
+    /// This recipe with `model.precision = "auto"` replaced by what it means on this CPU.
+    public func resolvingPrecision(for cpu: CPUFeatures = .current) -> TrainingRecipe {
+        var r = self
+        r.model.precision = model.precision.resolved(for: cpu)
+        return r
+    }
 }

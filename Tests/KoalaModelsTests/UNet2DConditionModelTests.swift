@@ -8,7 +8,7 @@ import KoalaTestSupport
 /// KOALA-700M's structure, "b" KOALA-1B/SDXL's (mid block), "c" SD-1.x features
 /// (convolutional projections, no addition embedding). Tolerance: atol 1e-5 + rtol
 /// 1e-4 on outputs of mean magnitude ~0.3.
-final class UNet2DConditionModelTests: XCTestCase {
+class UNet2DConditionModelTests: XCTestCase {
     private func load(_ name: String) throws -> (UNet2DConditionModel, SafeTensorsFile, LoadReport) {
         let f = try Fixtures.open("unet")
         let config = try JSONDecoder().decode(UNet2DConditionConfig.self, from: try diffusersConfig(name))

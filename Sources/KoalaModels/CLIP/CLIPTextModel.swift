@@ -78,6 +78,15 @@ public struct CLIPTextConfig: Codable, Sendable {
         guard ["quick_gelu", "gelu"].contains(hiddenAct) else {
             throw ModelConfigError(key: "hidden_act", value: "\"\(hiddenAct)\"", supported: "quick_gelu, gelu")
         }
+        for (key, value) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                             ("num_attention_heads", numAttentionHeads), ("max_position_embeddings", maxPositionEmbeddings),
+                             ("projection_dim", projectionDim)] where value < 1 {
+            throw ModelConfigError(key: key, value: "\(value)", supported: "a positive integer")
+        }
+        guard numHiddenLayers >= 0 else { throw ModelConfigError(key: "num_hidden_layers", value: "\(numHiddenLayers)", supported: "0 or more") }
+        for (key, id) in [("bos_token_id", bosTokenId), ("eos_token_id", eosTokenId), ("pad_token_id", padTokenId)] where !(0..<vocabSize).contains(id) {
+            throw ModelConfigError(key: key, value: "\(id)", supported: "an id inside vocab_size \(vocabSize)")
+        }
         guard hiddenSize % numAttentionHeads == 0 else {
             throw ModelConfigError(key: "num_attention_heads", value: "\(numAttentionHeads)", supported: "a divisor of hidden_size \(hiddenSize)")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import KoalaTensor
 
 /// Problems loading or writing a CLIP tokenizer folder.
 public enum CLIPTokenizerError: Error, CustomStringConvertible, Equatable {
@@ -575,7 +576,7 @@ public struct CLIPTokenizer: Sendable {
             if required { throw CLIPTokenizerError.missingFile(url) }
             return nil
         }
-        do { return try Data(contentsOf: url) } catch {
+        do { return try BoundedFile.read(url.path, limit: BoundedFile.textLimit) } catch {
             throw CLIPTokenizerError.unreadableFile(url, reason: error.localizedDescription)
         }
     }

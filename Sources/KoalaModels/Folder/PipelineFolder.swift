@@ -17,9 +17,10 @@ public struct PipelineFolder: Sendable {
             throw ModelFolderError("model folder \(path) does not exist. Point --model at a diffusers folder (the one holding model_index.json), or make a tiny test model with `koalabooth model init --preset tiny --out \(path)`.")
         }
         let indexURL = root.appendingPathComponent("model_index.json")
-        guard let data = FileManager.default.contents(atPath: indexURL.path) else {
+        guard FileManager.default.fileExists(atPath: indexURL.path) else {
             throw ModelFolderError("\(path) is not a diffusers pipeline folder: model_index.json is missing. Point --model at the folder that holds model_index.json.")
         }
+        let data = try readJSONFile(indexURL)
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw ModelFolderError("\(indexURL.path) is not valid JSON; restore it from the model's source.")
         }
@@ -48,9 +49,10 @@ public struct PipelineFolder: Sendable {
     /// Decodes `<component>/<file>` (default `config.json`).
     public func config<T: Decodable>(_ type: T.Type, _ component: String, file: String = "config.json") throws -> T {
         let url = try directory(component).appendingPathComponent(file)
-        guard let data = FileManager.default.contents(atPath: url.path) else {
+        guard FileManager.default.fileExists(atPath: url.path) else {
             throw ModelFolderError("\(url.path) is missing; the model folder is incomplete.")
         }
+        let data = try readJSONFile(url)
         do { return try JSONDecoder().decode(T.self, from: data) } catch let e as ModelConfigError {
             throw ModelFolderError("\(url.path): \(e.description)")
         } catch {
@@ -64,6 +66,14 @@ public struct PipelineFolder: Sendable {
         let dir = try directory(component)
         let weightName = components[component]?.library == "transformers" ? "model" : "diffusion_pytorch_model"
         return try StateDict.load(directory: dir, weightName: weightName, variant: variant)
+    }
+}
+
+/// A model folder's JSON file (model_index.json, a config, a shard index), read with
+/// BoundedFile's guards.
+func readJSONFile(_ url: URL) throws -> Data {
+    do { return try BoundedFile.read(url.path, limit: BoundedFile.textLimit) } catch let e as BoundedFile.Error {
+        throw ModelFolderError("\(url.path) cannot be read: \(e.reason)")
     }
 }
 

@@ -62,8 +62,8 @@ public struct StateDict: Sendable {
     }
 
     private static func loadSharded(index: URL) throws -> StateDict {
-        guard let data = FileManager.default.contents(atPath: index.path),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+        let data = try readJSONFile(index)
+        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               let map = json["weight_map"] as? [String: String]
         else { throw ModelFolderError("\(index.path) is not a valid safetensors index (no weight_map)") }
         let dir = index.deletingLastPathComponent()

@@ -107,7 +107,7 @@ extension Tensor {
     /// halves `(hidden, gate)` and returns `hidden · gelu(gate)`. Last dim `2H` -> `H`.
     public func geglu(approximate: GELUApproximation = .none) -> Tensor {
         let two = shape[rank - 1]
-        precondition(rank >= 1 && two % 2 == 0, "geglu needs an even last dimension, shape is \(shape)")
+        boundaryCheck(rank >= 1 && two % 2 == 0, "geglu needs an even last dimension, shape is \(shape)")
         let h = two / 2, rows = count / max(two, 1)
         let x = contiguous()
         let out = Tensor(empty: Array(shape.dropLast()) + [h])

@@ -50,14 +50,21 @@ extension Tensor {
     /// recomputes it from the inputs, the output and the saved per-row log-sum-exp.
     public static func scaledDotProductAttention(query: Tensor, key: Tensor, value: Tensor,
                                                  causal: Bool = false, scale: Float? = nil) -> Tensor {
-        precondition(query.rank == 4 && key.rank == 4 && value.rank == 4,
-                     "scaledDotProductAttention needs [B, H, L, D] tensors, got \(query.shape), \(key.shape), \(value.shape)")
+        // bf16 precision mode (BF16Ops.swift): autocast casts query, key and value.
+        if Precision.compute == .bf16 {
+            return Precision.with(.fp32) {
+                scaledDotProductAttention(query: query.roundedToBF16(), key: key.roundedToBF16(),
+                                          value: value.roundedToBF16(), causal: causal, scale: scale)
+            }
+        }
+        boundaryCheck(query.rank == 4 && key.rank == 4 && value.rank == 4,
+                      "scaledDotProductAttention needs [B, H, L, D] tensors, got \(query.shape), \(key.shape), \(value.shape)")
         let (b, h, l, d) = (query.shape[0], query.shape[1], query.shape[2], query.shape[3])
         let s = key.shape[2], dv = value.shape[3]
-        precondition(key.shape == [b, h, s, d], "scaledDotProductAttention: key \(key.shape) does not fit query \(query.shape)")
-        precondition(value.shape[0] == b && value.shape[1] == h && value.shape[2] == s,
-                     "scaledDotProductAttention: value \(value.shape) does not fit key \(key.shape)")
-        precondition(s > 0, "scaledDotProductAttention: no keys (key \(key.shape))")
+        boundaryCheck(key.shape == [b, h, s, d], "scaledDotProductAttention: key \(key.shape) does not fit query \(query.shape)")
+        boundaryCheck(value.shape[0] == b && value.shape[1] == h && value.shape[2] == s,
+                      "scaledDotProductAttention: value \(value.shape) does not fit key \(key.shape)")
+        boundaryCheck(s > 0, "scaledDotProductAttention: no keys (key \(key.shape))")
         let q = HeadMatrix(query), k = HeadMatrix(key), v = HeadMatrix(value)
         let alpha = scale ?? 1 / Float(d).squareRoot()
         let geometry = AttentionGeometry(batch: b, heads: h, queries: l, keys: s, dim: d, valueDim: dv,

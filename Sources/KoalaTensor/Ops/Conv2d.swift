@@ -128,15 +128,21 @@ extension Tensor {
     /// F(2x2, 3x3) (up to 512 channels; rounding within a few ulps of direct summation);
     /// the rest unfold tiles of output rows (im2col) into GEMMs.
     public func conv2d(_ weight: Tensor, _ bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-        precondition(rank == 4, "conv2d: input must be NCHW, got shape \(shape)")
-        precondition(weight.rank == 4, "conv2d: weight must be [out, in, kh, kw], got \(weight.shape)")
-        precondition(weight.shape[1] == shape[1], "conv2d: input has \(shape[1]) channels, weight \(weight.shape) expects \(weight.shape[1])")
-        precondition(stride >= 1 && padding >= 0, "conv2d: stride \(stride) must be >= 1 and padding \(padding) >= 0")
+        // bf16 precision mode (BF16Ops.swift).
+        if Precision.gemmInBF16(weight: weight.storage) { return conv2dInBF16(weight, bias, stride: stride, padding: padding) }
+        return conv2dFloat32(weight, bias, stride: stride, padding: padding)
+    }
+
+    func conv2dFloat32(_ weight: Tensor, _ bias: Tensor?, stride: Int, padding: Int) -> Tensor {
+        boundaryCheck(rank == 4, "conv2d: input must be NCHW, got shape \(shape)")
+        boundaryCheck(weight.rank == 4, "conv2d: weight must be [out, in, kh, kw], got \(weight.shape)")
+        boundaryCheck(weight.shape[1] == shape[1], "conv2d: input has \(shape[1]) channels, weight \(weight.shape) expects \(weight.shape[1])")
+        boundaryCheck(stride >= 1 && padding >= 0, "conv2d: stride \(stride) must be >= 1 and padding \(padding) >= 0")
         let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
-        if let bias { precondition(bias.shape == [o], "conv2d: bias \(bias.shape) for weight \(weight.shape)") }
+        if let bias { boundaryCheck(bias.shape == [o], "conv2d: bias \(bias.shape) for weight \(weight.shape)") }
         let oh = (shape[2] + 2 * padding - kh) / stride + 1, ow = (shape[3] + 2 * padding - kw) / stride + 1
-        precondition(shape[2] + 2 * padding >= kh && shape[3] + 2 * padding >= kw,
-                     "conv2d: kernel \(kh)x\(kw) larger than padded input \(shape)")
+        boundaryCheck(shape[2] + 2 * padding >= kh && shape[3] + 2 * padding >= kw,
+                      "conv2d: kernel \(kh)x\(kw) larger than padded input \(shape)")
         let g = ConvGeometry(n: shape[0], c: shape[1], h: shape[2], w: shape[3], o: o, kh: kh, kw: kw,
                              stride: stride, pad: padding, oh: oh, ow: ow)
         let x = contiguous(), wt = weight.contiguous(), b = bias?.contiguous()

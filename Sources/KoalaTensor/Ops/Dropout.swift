@@ -7,7 +7,7 @@ extension Tensor {
     /// `generator` (one uniform per element, row-major), and backward applies the same
     /// mask, so a generator snapshot replays the same dropout (checkpointing).
     public func dropout(p: Float, training: Bool, generator: inout RandomGenerator) -> Tensor {
-        precondition(p >= 0 && p <= 1, "dropout probability must be in [0, 1], got \(p)")
+        boundaryCheck(p >= 0 && p <= 1, "dropout probability must be in [0, 1], got \(p)")
         if !training || p == 0 { return self }
         let keepScale: Float = p == 1 ? 0 : 1 / (1 - p)
         let mask = Tensor(empty: shape)

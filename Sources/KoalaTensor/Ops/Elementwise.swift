@@ -67,7 +67,7 @@ extension Tensor {
         return (0..<r).map { i in
             let da = i < r - a.count ? 1 : a[i - (r - a.count)]
             let db = i < r - b.count ? 1 : b[i - (r - b.count)]
-            precondition(da == db || da == 1 || db == 1, "cannot broadcast shapes \(a) and \(b)")
+            boundaryCheck(da == db || da == 1 || db == 1, "cannot broadcast shapes \(a) and \(b)")
             return da == 1 ? db : da
         }
     }
@@ -141,7 +141,7 @@ extension Tensor {
     /// `body(a, b, dst, count)` over contiguous tiles of two same-shape tensors.
     static func zipChunks(_ a: Tensor, _ b: Tensor,
                           _ body: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
-        precondition(a.shape == b.shape, "zipChunks: \(a.shape) vs \(b.shape)")
+        boundaryCheck(a.shape == b.shape, "zipChunks: \(a.shape) vs \(b.shape)")
         let ac = a.contiguous(), bc = b.contiguous()
         let out = Tensor(empty: a.shape)
         let pa = UnsafePointer(ac.data), pb = UnsafePointer(bc.data), po = out.data
@@ -240,8 +240,8 @@ extension Tensor {
     /// and optimizer updates, never on a tensor a recorded op saved for backward.
     /// `other` must broadcast to `self`'s shape; `self` must be contiguous.
     public func addInPlace(_ other: Tensor, alpha: Float = 1) {
-        precondition(isContiguous, "addInPlace needs a contiguous destination, shape \(shape) strides \(strides)")
-        precondition(Tensor.broadcastShape(shape, other.shape) == shape, "addInPlace: \(other.shape) does not broadcast to \(shape)")
+        boundaryCheck(isContiguous, "addInPlace needs a contiguous destination, shape \(shape) strides \(strides)")
+        boundaryCheck(Tensor.broadcastShape(shape, other.shape) == shape, "addInPlace: \(other.shape) does not broadcast to \(shape)")
         let src = noGrad { other.shape == shape ? other.contiguous() : other.expand(shape).contiguous() }
         let d = data, s = UnsafePointer(src.data)
         Parallel.forEach(count, grain: elementwiseGrain) { r in

@@ -6,12 +6,13 @@ extension Tensor {
     /// `idsShape + [dim]`. Backward adds each output row's gradient into the weight row
     /// it came from (repeated ids accumulate).
     public static func embedding(_ ids: [Int], idsShape: [Int]? = nil, weight: Tensor) -> Tensor {
-        precondition(weight.rank == 2, "embedding weight must be [vocab, dim], got \(weight.shape)")
+        boundaryCheck(weight.rank == 2, "embedding weight must be [vocab, dim], got \(weight.shape)")
         let lead = idsShape ?? [ids.count]
-        precondition(lead.reduce(1, *) == ids.count, "embedding: idsShape \(lead) does not hold \(ids.count) ids")
+        boundaryCheck(lead.reduce(1, *) == ids.count, "embedding: idsShape \(lead) does not hold \(ids.count) ids")
         let vocab = weight.shape[0], dim = weight.shape[1]
+        // fatalError, not preconditionFailure: -Ounchecked treats the latter as unreachable.
         if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
-            preconditionFailure("embedding: id \(bad) is outside the vocabulary 0..<\(vocab)")
+            fatalError("embedding: id \(bad) is outside the vocabulary 0..<\(vocab)")
         }
         let w = weight.contiguous()
         let out = Tensor(empty: lead + [dim])
@@ -47,7 +48,7 @@ extension Tensor {
     public static func timestepEmbedding(_ timesteps: [Float], dim: Int, flipSinToCos: Bool,
                                          downscaleFreqShift: Float, scale: Float = 1,
                                          maxPeriod: Float = 10000) -> Tensor {
-        precondition(dim > 0, "timestep embedding dim must be positive, got \(dim)")
+        boundaryCheck(dim > 0, "timestep embedding dim must be positive, got \(dim)")
         let half = dim / 2
         // Float32 at each step, in the reference's order, so results match it to an ulp.
         let logPeriod = Float(-Foundation.log(Double(maxPeriod)))

@@ -42,11 +42,11 @@ extension Tensor {
     /// Matrix product over the last two dims. Batch dims must be equal, or one side
     /// 2-D (shared by every batch item), as `torch.matmul` for these cases.
     public func matmul(_ other: Tensor) -> Tensor {
-        precondition(rank >= 2 && other.rank >= 2, "matmul needs rank >= 2, got \(shape) and \(other.shape)")
+        boundaryCheck(rank >= 2 && other.rank >= 2, "matmul needs rank >= 2, got \(shape) and \(other.shape)")
         let m = shape[rank - 2], k = shape[rank - 1], n = other.shape[other.rank - 1]
-        precondition(other.shape[other.rank - 2] == k, "matmul: inner dims differ, \(shape) x \(other.shape)")
+        boundaryCheck(other.shape[other.rank - 2] == k, "matmul: inner dims differ, \(shape) x \(other.shape)")
         let batchA = Array(shape.dropLast(2)), batchB = Array(other.shape.dropLast(2))
-        precondition(batchA == batchB || batchA.isEmpty || batchB.isEmpty, "matmul: batch dims differ, \(shape) x \(other.shape)")
+        boundaryCheck(batchA == batchB || batchA.isEmpty || batchB.isEmpty, "matmul: batch dims differ, \(shape) x \(other.shape)")
         let batchShape = batchA.isEmpty ? batchB : batchA
         let batch = batchShape.reduce(1, *)
         let out = Tensor(empty: batchShape + [m, n])
@@ -73,9 +73,15 @@ extension Tensor {
     /// `x · weightᵀ + bias` over the last dim, as `torch.nn.functional.linear`:
     /// weight is [out, in], bias [out].
     public func linear(_ weight: Tensor, _ bias: Tensor? = nil) -> Tensor {
+        // bf16 precision mode (BF16Ops.swift).
+        if Precision.gemmInBF16(weight: weight.storage) { return linearInBF16(weight, bias) }
+        return linearFloat32(weight, bias)
+    }
+
+    func linearFloat32(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
         let inF = shape[rank - 1], outF = weight.shape[0]
-        precondition(weight.rank == 2 && weight.shape[1] == inF, "linear: input \(shape) does not fit weight \(weight.shape)")
-        if let bias { precondition(bias.shape == [outF], "linear: bias \(bias.shape) for weight \(weight.shape)") }
+        boundaryCheck(weight.rank == 2 && weight.shape[1] == inF, "linear: input \(shape) does not fit weight \(weight.shape)")
+        if let bias { boundaryCheck(bias.shape == [outF], "linear: bias \(bias.shape) for weight \(weight.shape)") }
         let x = contiguous(), w = weight.contiguous()
         let rows = count / inF
         let out = Tensor(empty: Array(shape.dropLast()) + [outF])

@@ -14,7 +14,7 @@ extension Tensor {
     /// Squared error `(self - target)²` reduced as `reduction`, as
     /// `torch.nn.functional.mse_loss`. Shapes must be equal. Gradients flow to both.
     public func mseLoss(_ target: Tensor, reduction: LossReduction = .mean) -> Tensor {
-        precondition(shape == target.shape, "mseLoss: input \(shape) and target \(target.shape) differ")
+        boundaryCheck(shape == target.shape, "mseLoss: input \(shape) and target \(target.shape) differ")
         let x = contiguous(), t = target.contiguous()
         let n = count
         let xp = UnsafePointer(x.data), tp = UnsafePointer(t.data)

@@ -117,11 +117,11 @@ extension Tensor {
     }
 
     private func groupNormCore(groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, silu: Bool) -> Tensor {
-        precondition(rank >= 2, "groupNorm: input must be [N, C, ...], got \(shape)")
+        boundaryCheck(rank >= 2, "groupNorm: input must be [N, C, ...], got \(shape)")
         let n = shape[0], c = shape[1]
-        precondition(groups > 0 && c % groups == 0, "groupNorm: \(c) channels do not split into \(groups) groups")
-        if let weight { precondition(weight.shape == [c], "groupNorm: weight \(weight.shape) for \(c) channels") }
-        if let bias { precondition(bias.shape == [c], "groupNorm: bias \(bias.shape) for \(c) channels") }
+        boundaryCheck(groups > 0 && c % groups == 0, "groupNorm: \(c) channels do not split into \(groups) groups")
+        if let weight { boundaryCheck(weight.shape == [c], "groupNorm: weight \(weight.shape) for \(c) channels") }
+        if let bias { boundaryCheck(bias.shape == [c], "groupNorm: bias \(bias.shape) for \(c) channels") }
         let x = contiguous(), w = weight?.contiguous(), b = bias?.contiguous()
         let plane = c == 0 || n == 0 ? 0 : count / (n * c)
         let cg = c / groups, groupSize = cg * plane
@@ -211,10 +211,10 @@ extension Tensor {
     /// Layer normalisation over the last dimension, as
     /// `torch.nn.functional.layer_norm(x, [D], weight, bias, eps)`; weight and bias are [D].
     public func layerNorm(weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
-        precondition(rank >= 1, "layerNorm: needs at least one dimension")
+        boundaryCheck(rank >= 1, "layerNorm: needs at least one dimension")
         let d = shape[rank - 1]
-        if let weight { precondition(weight.shape == [d], "layerNorm: weight \(weight.shape) for last dim \(d)") }
-        if let bias { precondition(bias.shape == [d], "layerNorm: bias \(bias.shape) for last dim \(d)") }
+        if let weight { boundaryCheck(weight.shape == [d], "layerNorm: weight \(weight.shape) for last dim \(d)") }
+        if let bias { boundaryCheck(bias.shape == [d], "layerNorm: bias \(bias.shape) for last dim \(d)") }
         let x = contiguous(), w = weight?.contiguous(), b = bias?.contiguous()
         let rows = d == 0 ? 0 : count / d
         let out = Tensor(empty: shape)

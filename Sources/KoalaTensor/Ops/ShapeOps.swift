@@ -12,12 +12,12 @@ private func copyRows(_ src: UnsafePointer<Float>, srcStride: Int, _ dst: Unsafe
 extension Tensor {
     /// Concatenates tensors along `dim`, as `torch.cat`. All other dims must agree.
     public static func cat(_ tensors: [Tensor], dim: Int) -> Tensor {
-        precondition(!tensors.isEmpty, "cat needs at least one tensor")
+        boundaryCheck(!tensors.isEmpty, "cat needs at least one tensor")
         let first = tensors[0]
         let d = first.normalize(dim)
         for t in tensors {
-            precondition(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == d || t.shape[$0] == first.shape[$0] },
-                         "cat along dim \(d): shapes \(tensors.map(\.shape)) differ outside that dim")
+            boundaryCheck(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == d || t.shape[$0] == first.shape[$0] },
+                          "cat along dim \(d): shapes \(tensors.map(\.shape)) differ outside that dim")
         }
         let sizes = tensors.map { $0.shape[d] }
         let total = sizes.reduce(0, +)
@@ -51,8 +51,8 @@ extension Tensor {
     /// dim), as `torch.split` with a list. Pieces are views (`slice`).
     public func split(_ sizes: [Int], dim: Int) -> [Tensor] {
         let d = normalize(dim)
-        precondition(sizes.allSatisfy { $0 >= 0 } && sizes.reduce(0, +) == shape[d],
-                     "split sizes \(sizes) do not add up to \(shape[d]) (dim \(d) of \(shape))")
+        boundaryCheck(sizes.allSatisfy { $0 >= 0 } && sizes.reduce(0, +) == shape[d],
+                      "split sizes \(sizes) do not add up to \(shape[d]) (dim \(d) of \(shape))")
         var start = 0
         return sizes.map { size in
             defer { start += size }
@@ -63,7 +63,7 @@ extension Tensor {
     /// Splits along `dim` into `n` pieces of `ceil(size / n)` (the last may be smaller,
     /// and there may be fewer than `n`), as `torch.chunk`. Pieces are views.
     public func chunk(_ n: Int, dim: Int) -> [Tensor] {
-        precondition(n > 0, "chunk count must be positive, got \(n)")
+        boundaryCheck(n > 0, "chunk count must be positive, got \(n)")
         let d = normalize(dim)
         let len = shape[d]
         let step = max(1, (len + n - 1) / n)

@@ -5,7 +5,7 @@ extension Tensor {
     /// `torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")`: every value
     /// becomes a 2x2 block. Backward sums each block.
     public func upsampleNearest2x() -> Tensor {
-        precondition(rank == 4, "upsampleNearest2x: input must be NCHW, got shape \(shape)")
+        boundaryCheck(rank == 4, "upsampleNearest2x: input must be NCHW, got shape \(shape)")
         let h = shape[2], w = shape[3]
         let x = contiguous()
         let out = Tensor(empty: [shape[0], shape[1], 2 * h, 2 * w])
