@@ -94,9 +94,10 @@ struct ModelInit: ParsableCommand {
         guard name.hasSuffix(".json") || FileManager.default.fileExists(atPath: name) else {
             throw ValidationError("unknown student '\(name)'; choose \(studentPresets.joined(separator: ", ")) or give a U-Net config.json")
         }
-        guard let data = FileManager.default.contents(atPath: name) else {
+        guard FileManager.default.fileExists(atPath: name) else {
             throw ValidationError("student config \(name) does not exist; give \(studentPresets.joined(separator: ", ")) or a U-Net config.json")
         }
+        let data = try readJSONFile(URL(fileURLWithPath: name))
         do { return try JSONDecoder().decode(UNet2DConditionConfig.self, from: data) } catch {
             throw ValidationError("student config \(name) is not a U-Net config KoalaBooth can read: \(error)")
         }
@@ -167,7 +168,8 @@ struct ModelInfo: ParsableCommand {
     func unetFolder(_ directory: String) throws -> ComponentInfo? {
         let root = URL(fileURLWithPath: directory)
         guard !FileManager.default.fileExists(atPath: root.appendingPathComponent("model_index.json").path),
-              let data = FileManager.default.contents(atPath: root.appendingPathComponent("config.json").path),
+              FileManager.default.fileExists(atPath: root.appendingPathComponent("config.json").path),
+              let data = try? readJSONFile(root.appendingPathComponent("config.json")),
               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               json["_class_name"] as? String == "UNet2DConditionModel"
         else { return nil }

@@ -175,9 +175,10 @@ public enum StudentInitialization {
                 root = try PipelineFolder(path: path).directory("unet")
             }
             let configURL = root.appendingPathComponent("config.json")
-            guard let data = fm.contents(atPath: configURL.path) else {
+            guard fm.fileExists(atPath: configURL.path) else {
                 throw StudentInitializationError("\(path) is neither a diffusers pipeline folder (no model_index.json) nor a U-Net folder (no config.json); point --from-teacher at an SDXL diffusers folder or its unet/ folder")
             }
+            let data = try readJSONFile(configURL)
             if let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                let cls = json["_class_name"] as? String, cls != "UNet2DConditionModel" {
                 throw StudentInitializationError("\(configURL.path) describes a \(cls), not a UNet2DConditionModel; point --from-teacher at an SDXL diffusers folder or its unet/ folder")

@@ -29,20 +29,6 @@ final class LightningGenerateTests: XCTestCase {
         return try CLI.run(args)
     }
 
-    /// Mean and largest absolute difference in 8-bit units from diffusers' image.
-    func difference(_ path: String, _ fixture: String) throws -> (mean: Double, max: Float) {
-        let image = try RGBImage.load(path: path)
-        let expected = try Fixtures.open("lightning").tensor(fixture).toArray()
-        XCTAssertEqual(image.pixels.count, expected.count)
-        var sum = 0.0, worst: Float = 0
-        for (a, b) in zip(image.pixels, expected) {
-            let d = abs(Float(a) - b)
-            sum += Double(d)
-            worst = max(worst, d)
-        }
-        return (sum / Double(expected.count), worst)
-    }
-
     func testTrailingEulerTenStepsMatchesDiffusers() throws {
         for c in Self.cases {
             let out = dir.appendingPathComponent("\(c.name).png").path
@@ -50,9 +36,8 @@ final class LightningGenerateTests: XCTestCase {
             let r = try generate(c, spacing: "trailing", output: out, latents: saved)
             XCTAssertEqual(r.status, 0, r.stderr)
             XCTAssertTrue(r.stderr.contains("step 10/10"), r.stderr)
-            let d = try difference(out, "\(c.name).image")
-            XCTAssertLessThanOrEqual(d.mean, 0.5, c.name)
-            XCTAssertLessThanOrEqual(d.max, 2, c.name)
+            assertImageMatches(try RGBImage.load(path: out).pixels, try Fixtures.open("lightning").tensor("\(c.name).image").toArray()[...],
+                               mean: 0.5, worst: 2, c.name)
             assertClose(try SafeTensorsFile(path: saved).tensor("latents"), try Fixtures.open("lightning").tensor("\(c.name).latents"),
                         atol: 2e-3, rtol: 2e-3)
             let text = PNGCodec.readTextOrEmpty(out)
@@ -68,7 +53,8 @@ final class LightningGenerateTests: XCTestCase {
         let out = dir.appendingPathComponent("leading.png").path
         let r = try generate(c, spacing: nil, output: out)
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertGreaterThan(try difference(out, "\(c.name).image").mean, 2)
+        XCTAssertGreaterThan(imageDifference(try RGBImage.load(path: out).pixels,
+                                             try Fixtures.open("lightning").tensor("\(c.name).image").toArray()[...]).mean, 2)
         XCTAssertEqual(PNGCodec.readTextOrEmpty(out)["timestep_spacing"], "leading")
     }
 

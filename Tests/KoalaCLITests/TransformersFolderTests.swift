@@ -22,17 +22,8 @@ final class TransformersFolderTests: XCTestCase {
                                  "--negative-prompt", "blurry, low quality", "--scheduler", scheduler, "--steps", "4",
                                  "--seed", "\(seed)", "--width", "64", "--height", "64", "--output", out])
             XCTAssertEqual(r.status, 0, r.stderr)
-            let image = try RGBImage.load(path: out)
-            let expected = try Fixtures.open("hf_folder").tensor("\(name).image").toArray()
-            XCTAssertEqual(image.pixels.count, expected.count)
-            var sum = 0.0, worst: Float = 0
-            for (a, b) in zip(image.pixels, expected) {
-                let d = abs(Float(a) - b)
-                sum += Double(d)
-                worst = max(worst, d)
-            }
-            XCTAssertLessThanOrEqual(sum / Double(expected.count), 0.5, name)
-            XCTAssertLessThanOrEqual(worst, 2, name)
+            assertImageMatches(try RGBImage.load(path: out).pixels, try Fixtures.open("hf_folder").tensor("\(name).image").toArray()[...],
+                               mean: 0.5, worst: 2, name)
         }
     }
 

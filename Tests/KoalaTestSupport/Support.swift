@@ -83,21 +83,26 @@ extension Tensor {
     }
 }
 
-/// An 8-bit image against a reference image (values 0…255 as float): bounds the mean
-/// absolute difference and the worst pixel, since a mean alone hides a few wrong pixels.
-/// Returns (mean, worst) for callers that also want them apart.
-@discardableResult
-public func assertImageMatches(_ pixels: [UInt8], _ expected: ArraySlice<Float>, mean maxMean: Double = 1.0,
-                               worst maxWorst: Float, _ message: @autoclosure () -> String = "",
-                               file: StaticString = #filePath, line: UInt = #line) -> (mean: Double, worst: Float) {
-    XCTAssertEqual(pixels.count, expected.count, "pixel count \(message())", file: file, line: line)
+/// Mean and worst absolute difference, in 8-bit units, between an 8-bit image and a
+/// reference image's values (0…255 as float).
+public func imageDifference(_ pixels: [UInt8], _ expected: ArraySlice<Float>) -> (mean: Double, worst: Float) {
     var total = 0.0, worst: Float = 0
     for (a, b) in zip(pixels, expected) {
         let d = abs(Float(a) - b)
         total += Double(d)
         worst = max(worst, d)
     }
-    let mean = total / Double(max(expected.count, 1))
+    return (total / Double(max(expected.count, 1)), worst)
+}
+
+/// Bounds both the mean and the worst pixel of `imageDifference`, since a mean alone hides
+/// a few wrong pixels. Returns them for callers that also print them.
+@discardableResult
+public func assertImageMatches(_ pixels: [UInt8], _ expected: ArraySlice<Float>, mean maxMean: Double = 1.0,
+                               worst maxWorst: Float, _ message: @autoclosure () -> String = "",
+                               file: StaticString = #filePath, line: UInt = #line) -> (mean: Double, worst: Float) {
+    XCTAssertEqual(pixels.count, expected.count, "pixel count \(message())", file: file, line: line)
+    let (mean, worst) = imageDifference(pixels, expected)
     XCTAssertLessThanOrEqual(mean, maxMean, "mean abs difference \(mean)/255 (worst \(worst)) \(message())", file: file, line: line)
     XCTAssertLessThanOrEqual(worst, maxWorst, "worst pixel \(worst)/255 (mean \(mean)) \(message())", file: file, line: line)
     return (mean, worst)

@@ -71,7 +71,7 @@ public struct PipelineFolder: Sendable {
 
 /// A model folder's JSON file (model_index.json, a config, a shard index), read with
 /// BoundedFile's guards.
-func readJSONFile(_ url: URL) throws -> Data {
+public func readJSONFile(_ url: URL) throws -> Data {
     do { return try BoundedFile.read(url.path, limit: BoundedFile.textLimit) } catch let e as BoundedFile.Error {
         throw ModelFolderError("\(url.path) cannot be read: \(e.reason)")
     }
