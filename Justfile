@@ -5,7 +5,6 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 apt_packages := "libopenblas-dev libdnnl-dev libjpeg-dev libpng-dev libsqlite3-dev"
 # Tests run optimised (numeric code is 10-50x slower in debug) in their own build folder.
 test_flags := "-c release -Xswiftc -enable-testing --scratch-path .build-test"
-checked_flags := "-c release -Xswiftc -enable-testing --scratch-path .build-checked"
 
 default:
     @just --list
@@ -31,20 +30,6 @@ build: setup
 test: setup
     swift build {{test_flags}} --build-tests
     swift test {{test_flags}} --skip-build --disable-swift-testing
-
-# `just test-checked` builds KoalaTensor with -O instead of -Ounchecked
-# (KOALABOOTH_CHECKED=1, read by Package.swift; the other modules are -O in both builds)
-# in its own build folder, so every precondition runs; CI runs it after `just test`.
-# The whole suite would not fit CI's time beside `just test` (a second full build, and
-# slower kernels), so by default it runs the classes that reach the checks: the tensor
-# engine (every op's shape checks, the safetensors fuzz test), image decoding, and the
-# CLI tests of crafted files, bad subjects and broken model folders.
-checked_subset := "KoalaTensorTests|KoalaImageIOTests|CraftedFileCLITests|SubjectCLITests|ModelInitTests|ModelInfoTests"
-
-# Tests with every precondition active (default: the boundary subset; `just test-checked .` for all).
-test-checked filter=checked_subset: setup
-    KOALABOOTH_CHECKED=1 swift build {{checked_flags}} --build-tests
-    KOALABOOTH_CHECKED=1 swift test {{checked_flags}} --skip-build --disable-swift-testing --filter '{{filter}}'
 
 # End-to-end demo on the built-in tiny model (random weights, not a real KOALA).
 demo: build

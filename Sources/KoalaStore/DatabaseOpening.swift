@@ -143,19 +143,15 @@ extension SubjectStore {
         return version > schemaVersion || superseded ? max(version, schemaVersion + 1) : nil
     }
 
-    static func migrate(_ pool: DatabasePool, home: URL, path: String) throws {
-        let migrator = Self.migrator
-        let (newer, complete) = try pool.read { db in (try newerSchema(db), try migrator.hasCompletedMigrations(db)) }
-        if let newer { throw StoreError.databaseTooNew(path: path, version: newer, supported: schemaVersion) }
-        if complete { return }
-        // GRDB reads the applied migrations outside the migration's transaction, so two
-        // processes opening a new directory together would both create the tables.
-        try withLock(lockPath(home)) {
-            if let newer = try pool.read(newerSchema) {
-                throw StoreError.databaseTooNew(path: path, version: newer, supported: schemaVersion)
-            }
-            try migrator.migrate(pool)
+    /// Brings the schema to this version; the caller holds `lockPath`, since GRDB reads
+    /// the applied migrations outside the migration's transaction and two processes
+    /// would otherwise both create the tables.
+    static func migrate(_ pool: DatabasePool, path: String) throws {
+        if let newer = try pool.read(newerSchema) {
+            throw StoreError.databaseTooNew(path: path, version: newer, supported: schemaVersion)
         }
+        if try pool.read(migrator.hasCompletedMigrations) { return }
+        try migrator.migrate(pool)
     }
 
     /// A read-only store cannot migrate: its schema must already be this version's.

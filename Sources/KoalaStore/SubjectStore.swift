@@ -92,18 +92,26 @@ public final class SubjectStore: Sendable {
         config.busyMode = .timeout(15)
         config.label = "KoalaStore"
         do {
-            if state == .unmarked { try Self.checkUnmarked(path: path) }
             if writable {
-                // Opening switches a new database to WAL, which needs an exclusive lock that
-                // SQLite's busy timeout does not wait for: processes opening a new directory
-                // together take turns.
-                database = try Self.withLock(Self.lockPath(self.home)) { try DatabasePool(path: path, configuration: config) }
-                try Self.migrate(database, home: self.home, path: path)
-                // The file's header may lag behind the WAL: ask SQLite before writing.
-                if state != .marked, try database.read({ try Int64.fetchOne($0, sql: "PRAGMA application_id") }) != Int64(Self.applicationID) {
-                    try database.write { db in try db.execute(sql: "PRAGMA application_id = \(Self.applicationID)") }
+                // Processes opening a directory together take turns: opening switches a new
+                // database to WAL (an exclusive lock SQLite's busy timeout does not wait
+                // for), GRDB reads the applied migrations outside the migration's
+                // transaction, and a database another process is still creating looks
+                // foreign until it is migrated and marked, so it is judged again in here.
+                database = try Self.withLock(Self.lockPath(self.home)) {
+                    let now = state == .marked ? state : DatabaseFileState.inspect(path)
+                    try Self.checkDatabaseFile(now, path: path, home: self.home)
+                    if now == .unmarked { try Self.checkUnmarked(path: path) }
+                    let pool = try DatabasePool(path: path, configuration: config)
+                    try Self.migrate(pool, path: path)
+                    // The file's header may lag behind the WAL: ask SQLite before writing.
+                    if now != .marked, try pool.read({ try Int64.fetchOne($0, sql: "PRAGMA application_id") }) != Int64(Self.applicationID) {
+                        try pool.write { db in try db.execute(sql: "PRAGMA application_id = \(Self.applicationID)") }
+                    }
+                    return pool
                 }
             } else {
+                if state == .unmarked { try Self.checkUnmarked(path: path) }
                 config.readonly = true
                 database = try Self.readOnlyConnection(path: path, configuration: config) { try DatabasePool(path: $0, configuration: $1) }
                 try Self.checkReadOnlySchema(database, home: self.home, path: path)

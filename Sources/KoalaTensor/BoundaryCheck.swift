@@ -1,9 +1,8 @@
-/// A check on an op's arguments (shapes, ranks, ranges) that stays active in the release
-/// build. KoalaTensor is compiled with -Ounchecked for its per-element kernels, which
-/// removes every `precondition`; a shape that does not fit would then index past a
-/// buffer and give garbage or a segfault far from the cause. `fatalError` is never
-/// removed, so a bad call stops at the op with this message. Costs one branch per op
-/// call, not per element.
+/// A check on an op's arguments (shapes, ranks, ranges) that stays active at every
+/// optimisation level: a shape that does not fit would otherwise index past a buffer and
+/// give garbage or a segfault far from the cause. Unlike `precondition`, which
+/// -Ounchecked removes, `fatalError` always runs, so the guarantee does not depend on
+/// build flags (Package.swift). Costs one branch per op call, not per element.
 @inline(__always)
 func boundaryCheck(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
                    file: StaticString = #fileID, line: UInt = #line) {

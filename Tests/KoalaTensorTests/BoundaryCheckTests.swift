@@ -2,8 +2,8 @@ import Foundation
 import KoalaTensor
 import XCTest
 
-/// Argument checks at op boundaries fire in the build that ships (KoalaTensor compiled
-/// with -Ounchecked, which removes `precondition`): a call whose shapes do not fit stops
+/// Argument checks at op boundaries fire in the build that ships (the release build the
+/// tests run in): a call whose shapes do not fit stops
 /// at the op with a message naming them, rather than reading past a buffer and
 /// returning garbage (issue 13 item 5). The bad call runs in a child process (this test
 /// bundle, filtered to one probe), since stopping is what it must do.

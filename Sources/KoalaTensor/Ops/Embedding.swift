@@ -10,7 +10,7 @@ extension Tensor {
         let lead = idsShape ?? [ids.count]
         boundaryCheck(lead.reduce(1, *) == ids.count, "embedding: idsShape \(lead) does not hold \(ids.count) ids")
         let vocab = weight.shape[0], dim = weight.shape[1]
-        // fatalError, not preconditionFailure: -Ounchecked treats the latter as unreachable.
+        // fatalError, not preconditionFailure: -Ounchecked would treat the latter as unreachable.
         if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
             fatalError("embedding: id \(bad) is outside the vocabulary 0..<\(vocab)")
         }
