@@ -98,9 +98,10 @@ public final class SubjectStore: Sendable {
                 // for), GRDB reads the applied migrations outside the migration's
                 // transaction, and a database another process is still creating looks
                 // foreign until it is migrated and marked, so it is judged again in here.
-                database = try Self.withLock(Self.lockPath(self.home)) {
+                let home = self.home
+                database = try Self.withLock(Self.lockPath(home)) {
                     let now = state == .marked ? state : DatabaseFileState.inspect(path)
-                    try Self.checkDatabaseFile(now, path: path, home: self.home)
+                    try Self.checkDatabaseFile(now, path: path, home: home)
                     if now == .unmarked { try Self.checkUnmarked(path: path) }
                     let pool = try DatabasePool(path: path, configuration: config)
                     try Self.migrate(pool, path: path)
