@@ -181,11 +181,7 @@ extension StableDiffusionXLPipeline {
     /// classifier-free guidance, and decodes the final latents with the VAE.
     public func generate(_ p: GenerationParameters, noise: Tensor? = nil,
                          progress: (GenerationProgress) -> Void = { _ in }) throws -> GenerationResult {
-        let width = p.width ?? defaultSize.width, height = p.height ?? defaultSize.height
-        let shape = try latentShape(width: width, height: height, count: p.count)
-        if let noise, noise.shape != shape {
-            throw GenerationError("the initial latents are \(noise.shape.map(String.init).joined(separator: "x")) but a \(width)x\(height) image (count \(p.count)) needs \(shape.map(String.init).joined(separator: "x"))")
-        }
+        let (width, height, shape) = try request(p, noise: noise)
         var scheduler = try makeScheduler(p)
         return try noGrad {
             let cond = encodePrompt([p.prompt])
@@ -197,6 +193,16 @@ extension StableDiffusionXLPipeline {
         }
     }
 
+    /// The pixel size `p` asks for and its latent shape, checked against given `noise`.
+    private func request(_ p: GenerationParameters, noise: Tensor?) throws -> (width: Int, height: Int, shape: [Int]) {
+        let width = p.width ?? defaultSize.width, height = p.height ?? defaultSize.height
+        let shape = try latentShape(width: width, height: height, count: p.count)
+        if let noise, noise.shape != shape {
+            throw GenerationError("the initial latents are \(noise.shape.map(String.init).joined(separator: "x")) but a \(width)x\(height) image (count \(p.count)) needs \(shape.map(String.init).joined(separator: "x"))")
+        }
+        return (width, height, shape)
+    }
+
     /// `generate` one image at a time, for any count: each image is denoised, decoded and
     /// handed to `body` (index from 0, final latents [1, 4, h, w], image [1, 3, H, W])
     /// before the next one starts, so memory does not grow with `p.count`. The starting
@@ -206,11 +212,7 @@ extension StableDiffusionXLPipeline {
     public func generateEach(_ p: GenerationParameters, noise: Tensor? = nil,
                              progress: (_ index: Int, GenerationProgress) -> Void = { _, _ in },
                              _ body: (_ index: Int, _ latents: Tensor, _ image: Tensor) throws -> Void) throws {
-        let width = p.width ?? defaultSize.width, height = p.height ?? defaultSize.height
-        let shape = try latentShape(width: width, height: height, count: p.count)
-        if let noise, noise.shape != shape {
-            throw GenerationError("the initial latents are \(noise.shape.map(String.init).joined(separator: "x")) but a \(width)x\(height) image (count \(p.count)) needs \(shape.map(String.init).joined(separator: "x"))")
-        }
+        let (width, height, shape) = try request(p, noise: noise)
         var draws = NoiseDraws(p, shape: shape, given: noise)
         try noGrad {
             let cond = encodePrompt([p.prompt])
