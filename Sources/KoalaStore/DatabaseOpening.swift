@@ -70,6 +70,8 @@ extension SubjectStore {
     static func checkUnmarked(path: String) throws {
         var config = Configuration()
         config.readonly = true
+        // Another process may be writing the database it has just created.
+        config.busyMode = .timeout(15)
         let tables = try readOnlyConnection(path: path, configuration: config) { try DatabaseQueue(path: $0, configuration: $1) }.read { db in
             try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
         }
