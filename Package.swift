@@ -49,11 +49,13 @@ let package = Package(
         .target(name: "KoalaTraining", dependencies: ["KoalaDiffusion", "KoalaImageIO", "KoalaModels", "KoalaTensor", "TOMLKit"]),
         // Layer 4: subject store (SQLite via GRDB).
         .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
-        // Layer 5: the command-line program (commands in a library so tests can reach them).
+        // Layer 5: the application layer: the use cases the CLI and the service both call.
+        .target(name: "KoalaApp", dependencies: ["KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor"]),
+        // Layer 6: the command-line program (commands in a library so tests can reach them).
         .target(
             name: "KoalaCLI",
             dependencies: [
-                "KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
+                "KoalaApp", "KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
         ),
@@ -69,6 +71,6 @@ let package = Package(
         .testTarget(name: "KoalaImageIOTests", dependencies: ["KoalaImageIO", "KoalaTestSupport"]),
         .testTarget(name: "KoalaTrainingTests", dependencies: ["KoalaTraining", "KoalaTestSupport"]),
         .testTarget(name: "KoalaStoreTests", dependencies: ["KoalaStore", "KoalaTestSupport"]),
-        .testTarget(name: "KoalaCLITests", dependencies: ["koalabooth", "KoalaCLI", "KoalaTestSupport"]),
+        .testTarget(name: "KoalaCLITests", dependencies: ["koalabooth", "KoalaCLI", "KoalaApp", "KoalaTestSupport"]),
     ]
 )

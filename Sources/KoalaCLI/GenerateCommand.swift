@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KoalaApp
 import KoalaDiffusion
 import KoalaImageIO
 import KoalaModels
@@ -392,7 +393,7 @@ extension GenerationParameters {
             "width": "\(width)", "height": "\(height)", "count": "\(count)",
             "rng": rng.rawValue, "model": model,
             "precision": Precision.compute.rawValue,  // the resolved one: fp32 or bf16
-            "software": "KoalaBooth \(KoalaBoothCommand.configuration.version)",
+            "software": "\(Product.name) \(Product.version)",
         ]
     }
 }

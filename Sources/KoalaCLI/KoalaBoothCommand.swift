@@ -1,4 +1,5 @@
 import ArgumentParser
+import KoalaApp
 
 /// `koalabooth`: the root command.
 public struct KoalaBoothCommand: ParsableCommand {
@@ -6,7 +7,7 @@ public struct KoalaBoothCommand: ParsableCommand {
         commandName: "koalabooth",
         abstract: "DreamBooth personalisation of KOALA-700M text-to-image models on the CPU.",
         discussion: "Models are diffusers folders (model_index.json, unet/, vae/, text_encoder/, …). Nothing is downloaded: supply real weights yourself, or make a tiny random model with `koalabooth model init --preset tiny`.",
-        version: "0.1.0",
+        version: Product.version,
         subcommands: [GenerateCommand.self, TrainCommand.self, ModelCommand.self, SubjectCommand.self, RunsCommand.self, DoctorCommand.self]
     )
 

@@ -1,4 +1,5 @@
 import Foundation
+import KoalaApp
 import KoalaDiffusion
 import KoalaImageIO
 import KoalaStore

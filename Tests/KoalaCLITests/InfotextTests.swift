@@ -1,4 +1,5 @@
 import Foundation
+@testable import KoalaApp
 @testable import KoalaCLI
 import KoalaDiffusion
 import KoalaImageIO

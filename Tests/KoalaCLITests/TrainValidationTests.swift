@@ -2,6 +2,7 @@ import Foundation
 import KoalaImageIO
 import KoalaStore
 import KoalaTensor
+@testable import KoalaApp
 @testable import KoalaCLI
 import XCTest
 

@@ -17,35 +17,49 @@ import KoalaTensor
 /// prompt names it), the negative prompt only when there is one, then one line of
 /// `Key: value` fields; a value holding `,`, `:` or a line break is written as a JSON string,
 /// as A1111's `infotext_utils.quote` does. Every PNG `koalabooth` writes gets its chunk here.
-struct Infotext {
+public struct Infotext {
     /// A LoRA merged into the weights, as A1111 names it: file name without extension,
     /// the strength, and A1111's short hash of the file.
-    struct LoRA: Equatable {
-        var name: String
-        var scale: Float
+    public struct LoRA: Equatable, Sendable {
+        public var name: String
+        public var scale: Float
         /// 12 hex digits (nil when the file could not be read).
-        var hash: String?
+        public var hash: String?
+
+        public init(name: String, scale: Float, hash: String?) {
+            self.name = name
+            self.scale = scale
+            self.hash = hash
+        }
 
         /// Names and hashes the LoRA file at `path` as A1111's Lora extension does.
-        static func file(_ path: String, scale: Float) -> LoRA {
+        public static func file(_ path: String, scale: Float) -> LoRA {
             let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
             return LoRA(name: stem, scale: scale, hash: Infotext.shortHash(ofLoRA: path))
         }
     }
 
-    var parameters: GenerationParameters
+    public var parameters: GenerationParameters
     /// The scheduler config the image was drawn with (`GenerationParameters.schedulerConfig`).
-    var schedulerConfig: SchedulerConfig
-    var width: Int
-    var height: Int
+    public var schedulerConfig: SchedulerConfig
+    public var width: Int
+    public var height: Int
     /// The model folder; A1111 writes the checkpoint's name, here the folder's name.
-    var modelPath: String
+    public var modelPath: String
     /// false when the image started from given latents, which no seed reproduces.
-    var seeded = true
-    var loras: [LoRA] = []
+    public var seeded = true
+    public var loras: [LoRA] = []
+
+    public init(parameters: GenerationParameters, schedulerConfig: SchedulerConfig, width: Int, height: Int, modelPath: String) {
+        self.parameters = parameters
+        self.schedulerConfig = schedulerConfig
+        self.width = width
+        self.height = height
+        self.modelPath = modelPath
+    }
 
     /// The chunk's text.
-    var text: String {
+    public var text: String {
         let p = parameters
         let prompt = ([p.prompt] + loras.map { "<lora:\(Self.bare($0.name)):\(Self.number($0.scale))>" }).joined(separator: " ")
         var fields: [(String, String)] = [
@@ -62,7 +76,7 @@ struct Infotext {
         if p.guidanceRescale > 0 { fields.append(("Guidance rescale", "\(p.guidanceRescale)")) }
         let hashed = loras.compactMap { l in l.hash.map { "\(Self.bare(l.name)): \($0)" } }
         if !hashed.isEmpty { fields.append(("Lora hashes", hashed.joined(separator: ", "))) }
-        fields.append(("Version", "KoalaBooth \(KoalaBoothCommand.configuration.version)"))
+        fields.append(("Version", "\(Product.name) \(Product.version)"))
 
         var text = prompt
         if let negative = p.negativePrompt, !negative.isEmpty { text += "\nNegative prompt: \(negative)" }
