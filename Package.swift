@@ -6,9 +6,15 @@ import PackageDescription
 // within noise, docs/ARCHITECTURE.md "Build flags and checks"): the time is in
 // OpenBLAS/oneDNN and the C kernels.
 
+// Linux x86-64 only: the code calls Glibc (statvfs, flock, fsync), reads /proc, asks Linux
+// for AMX state (arch_prctl), and the C kernels are built for AVX2+FMA (AVX-512 and bf16
+// are chosen at run time, through oneDNN).
+#if !(os(Linux) && arch(x86_64))
+#error("KoalaBooth builds on Linux x86-64 only (Glibc calls, AVX2 C kernels)")
+#endif
+
 let package = Package(
     name: "KoalaBooth",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "koalabooth", targets: ["koalabooth"]),
         .library(name: "KoalaTensor", targets: ["KoalaTensor"]),
@@ -17,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // System library (Debian: libopenblas-dev). libjpeg and libpng are wrapped by the
@@ -31,7 +39,7 @@ let package = Package(
         ),
 
         // Layer 1: tensor engine (tensors, autograd, ops, safetensors).
-        .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CDNNL", "CKernels"]),
+        .target(name: "KoalaTensor", dependencies: ["COpenBLAS", "CDNNL", "CKernels", .product(name: "Logging", package: "swift-log")]),
         // Layer 2: models (U-Net, CLIP text encoders, VAE, tokenizer, pipeline folders).
         .target(name: "KoalaModels", dependencies: ["KoalaTensor"], resources: [.copy("Resources")]),
         // libjpeg/libpng (Debian: libjpeg-dev, libpng-dev) behind setjmp/longjmp wrappers:
@@ -48,7 +56,7 @@ let package = Package(
         // Layer 4: DreamBooth training (optimizers, LoRA, recipes).
         .target(name: "KoalaTraining", dependencies: ["KoalaDiffusion", "KoalaImageIO", "KoalaModels", "KoalaTensor", "TOMLKit"]),
         // Layer 4: subject store (SQLite via GRDB).
-        .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")]),
         // Layer 5: the application layer: the use cases the CLI and the service both call.
         .target(name: "KoalaApp", dependencies: ["KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor"]),
         // Layer 6: the command-line program (commands in a library so tests can reach them).
@@ -57,9 +65,10 @@ let package = Package(
             dependencies: [
                 "KoalaApp", "KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
         ),
-        .executableTarget(name: "koalabooth", dependencies: ["KoalaCLI"]),
+        .executableTarget(name: "koalabooth", dependencies: ["KoalaCLI", .product(name: "Logging", package: "swift-log")]),
         // Benchmarks (`just bench`): release build only.
         .executableTarget(name: "KoalaBench", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor", "KoalaTraining"]),
 

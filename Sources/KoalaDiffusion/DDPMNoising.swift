@@ -38,18 +38,37 @@ extension NoiseSchedule {
         }
     }
 
+    /// kohya sd-scripts' `debiased_estimation` loss weights per timestep: with the SNR
+    /// clamped to 1000 (it is infinite-like near t = 0), 1/sqrt(SNR) for epsilon and
+    /// 1/(SNR + 1) for v-prediction.
+    public func debiasedEstimationWeights(timesteps: [Int], predictionType: PredictionType) -> [Float] {
+        snr(timesteps: timesteps).map { s in
+            let c = min(s, 1000)
+            return predictionType == .vPrediction ? 1 / (c + 1) : 1 / c.squareRoot()
+        }
+    }
+
     /// One training step's noise and timesteps for latents of `shape`, drawn from `source`
     /// in the order of diffusers' training scripts: noise like the latents, then (when
     /// `offset` ≠ 0) one offset value per sample and channel scaled by `offset` and added
-    /// over the whole plane (arXiv "diffusion with offset noise"), then one timestep per sample.
-    public func trainingNoise(shape: [Int], offset: Float,
+    /// over the whole plane (arXiv "diffusion with offset noise"), then one timestep per
+    /// sample in `minTimestep..<maxTimestep` (default: all of them) — or `maxTimestep` for
+    /// every sample, with nothing drawn, when the range is empty, as sd-scripts' `get_timesteps`.
+    public func trainingNoise(shape: [Int], offset: Float, minTimestep: Int = 0, maxTimestep: Int? = nil,
                               from source: inout some TensorRandomSource) -> (noise: Tensor, timesteps: [Int]) {
         precondition(shape.count == 4, "latents must be [batch, channels, height, width], not \(shape)")
+        let maxTimestep = maxTimestep ?? numTrainTimesteps
+        precondition(minTimestep >= 0 && maxTimestep <= numTrainTimesteps,
+                     "timestep range \(minTimestep)..<\(maxTimestep) outside 0..<\(numTrainTimesteps)")
         var noise = source.randn(shape)
         if offset != 0 {
             noise = noise + (source.randn([shape[0], shape[1], 1, 1]) * offset).expand(shape)
         }
-        return (noise, source.randint(low: 0, high: numTrainTimesteps, count: shape[0]))
+        guard minTimestep < maxTimestep else {
+            precondition(maxTimestep < numTrainTimesteps, "fixed timestep \(maxTimestep) outside 0..<\(numTrainTimesteps)")
+            return (noise, Array(repeating: maxTimestep, count: shape[0]))
+        }
+        return (noise, source.randint(low: minTimestep, high: maxTimestep, count: shape[0]))
     }
 
     private func perBatch(_ x: Tensor, _ n: Tensor, _ timesteps: [Int],

@@ -47,11 +47,6 @@ extension RGBImage {
         return (x, y)
     }
 
-    public func centerCropped(width w: Int, height h: Int) -> RGBImage {
-        let o = centerCropOffset(width: w, height: h)
-        return cropped(x: o.x, y: o.y, width: w, height: h)
-    }
-
     /// The size an image gets when its shorter side is scaled to `side`, computed like
     /// torchvision's `Resize(int)`: the longer side is `int(side * long / short)`.
     public static func fittedSize(width: Int, height: Int, shorterSide side: Int) -> (width: Int, height: Int) {

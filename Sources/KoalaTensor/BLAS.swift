@@ -29,7 +29,7 @@ public enum BLAS {
         let raw = ProcessInfo.processInfo.environment[backendEnvironmentKey] ?? ""
         if raw.isEmpty || raw == "auto" { return nil }
         guard let b = GEMMBackend(rawValue: raw.lowercased()) else {
-            FileHandle.standardError.write(Data("koalabooth: \(backendEnvironmentKey)=\(raw) is not one of auto, openblas, onednn; set one of them or unset it\n".utf8))
+            Diagnostics.logger.critical("\(backendEnvironmentKey)=\(raw) is not one of auto, openblas, onednn; set one of them or unset it")
             exit(2)
         }
         return b

@@ -49,7 +49,7 @@ public struct CPUFeatures: Sendable, Equatable, CustomStringConvertible {
         do {
             return try CPUFeatures(bits: kb_cpu_features(), environment: ProcessInfo.processInfo.environment)
         } catch {
-            FileHandle.standardError.write(Data("koalabooth: \(error)\n".utf8))
+            Diagnostics.logger.critical("\(error)")
             exit(2)
         }
     }()

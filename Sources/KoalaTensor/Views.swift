@@ -49,14 +49,6 @@ extension Tensor {
         }
     }
 
-    /// Inserts a dimension of size 1.
-    public func unsqueeze(_ dim: Int) -> Tensor {
-        let d = dim < 0 ? dim + rank + 1 : dim
-        var s = shape
-        s.insert(1, at: d)
-        return reshape(s)
-    }
-
     /// Broadcasts size-1 dimensions to `newShape` (a view with stride 0).
     public func expand(_ newShape: [Int]) -> Tensor {
         boundaryCheck(newShape.count >= rank, "expand: \(shape) to \(newShape)")

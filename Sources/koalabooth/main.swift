@@ -1,3 +1,5 @@
 import KoalaCLI
+import Logging
 
+LoggingSystem.bootstrap { StderrLogHandler(label: $0) }
 KoalaBoothCommand.main()

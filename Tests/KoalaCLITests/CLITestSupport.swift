@@ -1,4 +1,5 @@
 import Foundation
+import KoalaTestSupport
 import XCTest
 
 /// Runs the built `koalabooth` executable, as a user would.
@@ -22,18 +23,8 @@ enum CLI {
 
     @discardableResult
     static func run(_ args: [String], environment: [String: String] = [:]) throws -> CLIResult {
-        let p = Process()
-        p.executableURL = executable
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        let r = try runChildProcess(executable, arguments: args, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 })
+        return CLIResult(status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
 
     static func temporaryDirectory() throws -> URL {

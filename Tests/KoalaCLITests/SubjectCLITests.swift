@@ -2,26 +2,14 @@ import Foundation
 import GRDB
 import KoalaImageIO
 import KoalaStore
+import KoalaTestSupport
 import XCTest
 
 extension CLI {
     /// Runs the executable with `input` as its standard input (not a terminal).
     static func run(_ args: [String], environment: [String: String], input: String) throws -> CLIResult {
-        let p = Process()
-        p.executableURL = executable
-        p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let stdin = Pipe(), out = Pipe(), err = Pipe()
-        p.standardInput = stdin
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        let r = try runChildProcess(executable, arguments: args, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 }, input: input)
+        return CLIResult(status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
 }
 
@@ -425,20 +413,8 @@ final class SubjectCLITests: XCTestCase {
 extension CLI {
     /// Runs another program (for `script`), stdin from `input`.
     static func runProgram(_ executable: String, arguments: [String], input: String) throws -> CLIResult {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        let stdin = Pipe(), out = Pipe(), err = Pipe()
-        p.standardInput = stdin
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        try? stdin.fileHandleForWriting.close()
-        return CLIResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        let r = try runChildProcess(URL(fileURLWithPath: executable), arguments: arguments, input: input)
+        return CLIResult(status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import KoalaTensor
+import KoalaTestSupport
 import XCTest
 
 /// Argument checks at op boundaries fire in the build that ships (the release build the
@@ -33,18 +34,10 @@ final class BoundaryCheckTests: XCTestCase {
     func testShapeMismatchesStopAtTheOp() throws {
         let runner = URL(fileURLWithPath: CommandLine.arguments[0])
         for (name, probe) in Self.probes.sorted(by: { $0.key < $1.key }) {
-            let p = Process()
-            p.executableURL = runner
-            p.arguments = ["KoalaTensorTests.BoundaryCheckTests/testProbeInChildProcess"]
-            p.environment = ProcessInfo.processInfo.environment.merging([Self.probeVariable: name, "SWIFT_BACKTRACE": "enable=no"]) { $1 }
-            let out = Pipe(), err = Pipe()
-            p.standardOutput = out
-            p.standardError = err
-            try p.run()
-            let o = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            XCTAssertEqual(p.terminationReason, .uncaughtSignal, "\(name): the bad call did not stop the process\n\(o)\(e)")
+            let r = try runChildProcess(runner, arguments: ["KoalaTensorTests.BoundaryCheckTests/testProbeInChildProcess"],
+                                        environment: ProcessInfo.processInfo.environment.merging([Self.probeVariable: name, "SWIFT_BACKTRACE": "enable=no"]) { $1 })
+            let o = r.stdout, e = r.stderr
+            XCTAssertEqual(r.reason, .uncaughtSignal, "\(name): the bad call did not stop the process\n\(o)\(e)")
             XCTAssertFalse(o.contains("returned shape"), "\(name): the bad call returned\n\(o)")
             XCTAssertTrue((o + e).contains(probe.message), "\(name): expected '\(probe.message)' in\n\(o)\(e)")
         }

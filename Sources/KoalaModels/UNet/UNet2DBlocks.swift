@@ -57,7 +57,6 @@ public protocol UNetDownBlock: Module {
 /// An up block: pops one skip per resnet off the end of the down blocks' skip stack
 /// (so each is freed as soon as it has been used).
 public protocol UNetUpBlock: Module {
-    var resnetCount: Int { get }
     func callAsFunction(_ x: Tensor, skips: inout [Tensor], _ ctx: UNetBlockContext) -> Tensor
 }
 
@@ -165,8 +164,6 @@ public final class UpBlock2D: UNetUpBlock {
         [("resnets", .list(resnets))] + (upsampler.map { [("upsamplers", .list([$0]))] } ?? [])
     }
 
-    public var resnetCount: Int { resnets.count }
-
     public func callAsFunction(_ x: Tensor, skips: inout [Tensor], _ ctx: UNetBlockContext) -> Tensor {
         precondition(skips.count >= resnets.count, "UpBlock2D: \(skips.count) skips left for \(resnets.count) resnets")
         var h = x
@@ -207,8 +204,6 @@ public final class CrossAttnUpBlock2D: UNetUpBlock {
         [("attentions", .list(attentions)), ("resnets", .list(resnets))]
             + (upsampler.map { [("upsamplers", .list([$0]))] } ?? [])
     }
-
-    public var resnetCount: Int { resnets.count }
 
     public func callAsFunction(_ x: Tensor, skips: inout [Tensor], _ ctx: UNetBlockContext) -> Tensor {
         precondition(skips.count >= resnets.count, "CrossAttnUpBlock2D: \(skips.count) skips left for \(resnets.count) resnets")

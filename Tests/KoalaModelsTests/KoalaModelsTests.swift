@@ -1,3 +1,0 @@
-import XCTest
-import KoalaTestSupport
-@testable import KoalaModels
