@@ -157,3 +157,21 @@ public struct Infotext {
         return String(sha.finalize().prefix(6).map { String(format: "%02x", $0) }.joined())
     }
 }
+
+extension GenerationParameters {
+    /// The parameters that decide an image, keyed as `generate`'s PNG text chunks (and
+    /// training's validation images) carry them, beside the `parameters` chunk (`Infotext`).
+    /// `base` is the model's scheduler config.
+    public func textChunks(width: Int, height: Int, model: String, base: SchedulerConfig) -> [String: String] {
+        [
+            "prompt": prompt, "negative_prompt": negativePrompt ?? "", "seed": "\(seed)",
+            "steps": "\(steps)", "scheduler": scheduler.rawValue, "karras": "\(karras)",
+            "timestep_spacing": schedulerConfig(base).timestepSpacing.rawValue,
+            "guidance": "\(guidance)", "guidance_rescale": "\(guidanceRescale)",
+            "width": "\(width)", "height": "\(height)", "count": "\(count)",
+            "rng": rng.rawValue, "model": model,
+            "precision": Precision.compute.rawValue,  // the resolved one: fp32 or bf16
+            "software": "\(Product.name) \(Product.version)",
+        ]
+    }
+}

@@ -379,21 +379,3 @@ struct TrainedSubject {
                                                width: size.width, height: size.height, imagePath: relative))
     }
 }
-
-extension GenerationParameters {
-    /// The parameters that decide an image, keyed as `generate`'s PNG text chunks (and
-    /// training's validation images) carry them.
-    /// `base` is the model's scheduler config.
-    func textChunks(width: Int, height: Int, model: String, base: SchedulerConfig) -> [String: String] {
-        [
-            "prompt": prompt, "negative_prompt": negativePrompt ?? "", "seed": "\(seed)",
-            "steps": "\(steps)", "scheduler": scheduler.rawValue, "karras": "\(karras)",
-            "timestep_spacing": schedulerConfig(base).timestepSpacing.rawValue,
-            "guidance": "\(guidance)", "guidance_rescale": "\(guidanceRescale)",
-            "width": "\(width)", "height": "\(height)", "count": "\(count)",
-            "rng": rng.rawValue, "model": model,
-            "precision": Precision.compute.rawValue,  // the resolved one: fp32 or bf16
-            "software": "\(Product.name) \(Product.version)",
-        ]
-    }
-}
