@@ -53,6 +53,7 @@ final class TrainingRunnerTests: XCTestCase {
         r.checkpoint.every = every
         r.checkpoint.keepLast = nil
         r.validation.prompts = []
+        r.validation.every = 0
         return r
     }
 
