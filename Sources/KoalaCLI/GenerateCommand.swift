@@ -52,13 +52,13 @@ struct GenerateCommand: ParsableCommand {
     var guidanceRescale: Float = 0
 
     @Option(help: "Sampler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var scheduler = "dpm-solver++"
+    var scheduler = Choice(SchedulerKind.dpmSolverPlusPlus)
 
     @Flag(help: "Use Karras sigmas (dpm-solver++ and euler).")
     var karras = false
 
     @Option(help: "Timestep spacing: \(TimestepSpacing.allCases.map(\.rawValue).joined(separator: ", ")); default: the model's scheduler_config.json (KOALA-Lightning samples with trailing).")
-    var timestepSpacing: String?
+    var timestepSpacing: Choice<TimestepSpacing>?
 
     @Option(help: "Seed for the initial noise.")
     var seed: UInt64 = 0
@@ -73,7 +73,7 @@ struct GenerateCommand: ParsableCommand {
     var count = 1
 
     @Option(help: "Noise source: torch (default; same noise as torch.Generator().manual_seed(seed)) or native.")
-    var rng = "torch"
+    var rng = Choice(RNGKind.torch)
 
     @Option(help: ArgumentHelp("Start from this initial noise (safetensors with tensor `latents`) instead of --seed.", valueName: "file"))
     var latents: String?
@@ -88,7 +88,7 @@ struct GenerateCommand: ParsableCommand {
     var loraScale: Float = 1
 
     @Option(help: "GEMM precision: auto (bf16 where the CPU has AVX512_BF16 or AMX, else fp32), fp32, or bf16 (frozen weights held in bf16, GEMM inputs rounded to bf16 with float32 accumulation, as torch.autocast; on other CPUs emulated: same numbers, slower than fp32).")
-    var precision = "auto"
+    var precision = Choice(Precision.auto)
 
     @Option(help: ArgumentHelp("Output image (.png, or .jpg/.jpeg for JPEG); default koalabooth.png, or with --subject the subject's generations folder in the data directory.", valueName: "path"))
     var output: String?
@@ -98,39 +98,39 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         // The spellings first (they are not the request's concern), then the request's own checks.
-        guard SchedulerKind(rawValue: scheduler) != nil else {
-            throw ValidationError("unknown --scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard scheduler.value != nil else {
+            throw ValidationError("unknown --scheduler '\(scheduler.spelling)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard RNGKind(rawValue: rng) != nil else { throw ValidationError("--rng must be torch or native, not '\(rng)'") }
-        if let t = timestepSpacing, TimestepSpacing(rawValue: t) == nil {
-            throw ValidationError("unknown --timestep-spacing '\(t)'; choose one of \(TimestepSpacing.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard rng.value != nil else { throw ValidationError("--rng must be torch or native, not '\(rng.spelling)'") }
+        if let t = timestepSpacing, t.value == nil {
+            throw ValidationError("unknown --timestep-spacing '\(t.spelling)'; choose one of \(TimestepSpacing.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        do { _ = try Precision(parsing: precision) } catch { throw ValidationError("--precision: \(error)") }
+        do { _ = try Precision(parsing: precision.spelling) } catch { throw ValidationError("--precision: \(error)") }
         do { try request().validate() } catch let e as GenerationRequestError { throw ValidationError(ErrorWording.text(e)) }
     }
 
     /// The options as a generation request (the spellings checked by `validate`).
-    func request() throws -> GenerationRequest {
+    func request() -> GenerationRequest {
         var r = GenerationRequest(prompt: prompt)
         r.parameters.negativePrompt = negativePrompt
         r.parameters.steps = steps
         r.parameters.guidance = guidance
         r.parameters.guidanceRescale = guidanceRescale
-        r.parameters.scheduler = SchedulerKind(rawValue: scheduler)!
+        r.parameters.scheduler = scheduler.value!
         r.parameters.karras = karras
-        r.parameters.timestepSpacing = timestepSpacing.flatMap(TimestepSpacing.init(rawValue:))
+        r.parameters.timestepSpacing = timestepSpacing?.value
         r.parameters.seed = seed
         r.parameters.width = width
         r.parameters.height = height
         r.parameters.count = count
-        r.parameters.rng = RNGKind(rawValue: rng)!
+        r.parameters.rng = rng.value!
         r.model = model
         r.variant = variant
         r.subject = subject
         r.runID = runID
         r.lora = lora
         r.loraScale = loraScale
-        r.precision = try Precision(parsing: precision)
+        r.precision = precision.value!
         r.latents = latents
         r.saveLatents = saveLatents
         // A subject's images default to its generations folder.
@@ -140,7 +140,7 @@ struct GenerateCommand: ParsableCommand {
     }
 
     func run() throws {
-        try GenerationUseCase(location: global.location).run(try request(), events: Self.report)
+        try GenerationUseCase(location: global.location).run(request(), events: Self.report)
     }
 
     /// Progress on stderr, the files written on stdout.

@@ -19,10 +19,11 @@ class AppTestCase: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
 
-    /// `n` different 32x32 PNG photos.
+    /// `n` different 32x32 PNG photos (different again for another `prefix`).
     func photos(_ n: Int, prefix: String = "p") throws -> [String] {
-        try (0..<n).map { i in
-            let path = root.appendingPathComponent("\(prefix)\(i).png").path
+        let first = prefix == "p" ? 0 : 100
+        return try (first..<first + n).map { i in
+            let path = root.appendingPathComponent("\(prefix)\(i - first).png").path
             let pixels = (0..<(32 * 32 * 3)).map { UInt8(truncatingIfNeeded: $0 * (i + 2) + 17 * i) }
             try RGBImage(width: 32, height: 32, pixels: pixels).writePNG(path: path)
             return path

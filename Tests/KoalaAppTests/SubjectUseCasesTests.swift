@@ -58,7 +58,7 @@ final class SubjectUseCasesTests: AppTestCase {
         let created = try subjects.create(s) { notices.append($0) }
         XCTAssertEqual(notices, [.commonWordToken("the")])
         XCTAssertEqual(created.photos.count, 3)
-        XCTAssertEqual(created.home, location.home)
+        XCTAssertEqual(created.home.path, location.home.path)
 
         // A new photo and one the subject already has.
         let extra = try photos(1, prefix: "extra")[0]

@@ -38,7 +38,7 @@ final class ErrorWordingTests: XCTestCase {
         XCTAssertTrue(cli(.diskFull(path: "/h", available: nil)).contains("`koalabooth doctor`"))
         // Both say what is wrong.
         for e in Self.storeErrors {
-            let head = e.description.prefix(while: { $0 != "." && $0 != ";" && $0 != "(" })
+            let head = e.description.prefix(while: { !".;(,".contains($0) })
             XCTAssertTrue(cli(e).hasPrefix(head), "\(cli(e)) vs \(e.description)")
         }
     }
