@@ -109,24 +109,15 @@ public struct Infotext {
     }
 
     /// A value as A1111's `quote` writes it: unchanged unless it holds `,`, `:` or a line
-    /// break, else a JSON string (non-ASCII characters kept, as `ensure_ascii=False`).
+    /// break, else a JSON string as Python's `json.dumps(ensure_ascii=False)` writes it
+    /// (non-ASCII characters kept; JSONEncoder escapes the same characters the same way,
+    /// once `/` is left alone).
     static func quote(_ value: String) -> String {
         guard value.contains(where: { $0 == "," || $0 == ":" || $0 == "\n" }) else { return value }
-        var out = "\""
-        for u in value.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        // Encoding a String cannot fail.
+        return String(decoding: try! encoder.encode(value), as: UTF8.self)
     }
 
     /// A name without the characters that would break a `<lora:…>` tag or a `Lora hashes`
@@ -155,23 +146,5 @@ public struct Infotext {
         var sha = SHA256()
         while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty { sha.update(chunk) }
         return String(sha.finalize().prefix(6).map { String(format: "%02x", $0) }.joined())
-    }
-}
-
-extension GenerationParameters {
-    /// The parameters that decide an image, keyed as `generate`'s PNG text chunks (and
-    /// training's validation images) carry them, beside the `parameters` chunk (`Infotext`).
-    /// `base` is the model's scheduler config.
-    public func textChunks(width: Int, height: Int, model: String, base: SchedulerConfig) -> [String: String] {
-        [
-            "prompt": prompt, "negative_prompt": negativePrompt ?? "", "seed": "\(seed)",
-            "steps": "\(steps)", "scheduler": scheduler.rawValue, "karras": "\(karras)",
-            "timestep_spacing": schedulerConfig(base).timestepSpacing.rawValue,
-            "guidance": "\(guidance)", "guidance_rescale": "\(guidanceRescale)",
-            "width": "\(width)", "height": "\(height)", "count": "\(count)",
-            "rng": rng.rawValue, "model": model,
-            "precision": Precision.compute.rawValue,  // the resolved one: fp32 or bf16
-            "software": "\(Product.name) \(Product.version)",
-        ]
     }
 }
