@@ -235,6 +235,41 @@ final class LoRATests: XCTestCase {
         XCTAssertThrowsError(try LoRAFile.load(dir.appendingPathComponent("kohya.safetensors").path, into: [wrongAlpha]))
     }
 
+    /// The bytes of a written file (header, tensor order, metadata text) pinned as the
+    /// exporter wrote them before the LoRA file format moved to KoalaModels: diffusers' and
+    /// kohya's loaders read exactly these files, so a refactor must not change one byte.
+    func testWrittenFilesAreByteForByteUnchanged() throws {
+        let f = try Fixture()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-bytes-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pinned: [String: (bytes: Int, fnv: UInt64)] = [
+            "attn.diffusers": (12872, 0xf301_e13f_a790_035d), "attn.kohya": (16200, 0xa465_e3f2_81ca_745a),
+            "wide.diffusers": (24176, 0x2eff_c859_e201_e9be), "wide.kohya": (29752, 0x4edc_ff70_22dd_a969),
+        ]
+        for name in ["attn", "wide"] {
+            let (_, net) = try f.loraModel(name)
+            for format in LoRAFileFormat.allCases {
+                let path = dir.appendingPathComponent("\(name)-\(format.rawValue).safetensors").path
+                try LoRAFile.write([net], to: path, format: format)
+                try Self.assertBytes(path, pinned["\(name).\(format.rawValue)"]!, "\(name) \(format.rawValue)")
+            }
+        }
+    }
+
+    /// Size and 64-bit FNV-1a of a file against `pinned`; on a mismatch the message shows
+    /// the file's header, which is where a changed key or metadata entry shows.
+    static func assertBytes(_ path: String, _ pinned: (bytes: Int, fnv: UInt64), _ label: String,
+                            file: StaticString = #filePath, line: UInt = #line) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in data { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let headerLength = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = String(decoding: data.dropFirst(8).prefix(headerLength), as: UTF8.self)
+        XCTAssertEqual(data.count, pinned.bytes, "\(label): size", file: file, line: line)
+        XCTAssertEqual(hash, pinned.fnv, "\(label): FNV-1a 0x\(String(hash, radix: 16)); header \(header)", file: file, line: line)
+    }
+
     /// Text-encoder adapters carry transformers' module paths under the component name,
     /// as `StableDiffusionXLPipeline.save_lora_weights(text_encoder_lora_layers=…)` writes.
     func testTextEncoderKeys() throws {

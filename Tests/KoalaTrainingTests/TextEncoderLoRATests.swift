@@ -111,6 +111,22 @@ final class TextEncoderLoRATests: XCTestCase {
         }
     }
 
+    /// Both encoders' adapters in one file, byte for byte as written before the LoRA file
+    /// format moved to KoalaModels (see `LoRATests.testWrittenFilesAreByteForByteUnchanged`).
+    func testWrittenFilesAreByteForByteUnchanged() throws {
+        let f = try Fixture()
+        let nets = [try f.encoder("text_encoder", withProjection: false).1, try f.encoder("text_encoder_2", withProjection: true).1]
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("telora-bytes-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pinned: [LoRAFileFormat: (bytes: Int, fnv: UInt64)] = [.diffusers: (11032, 0x580e_9696_a957_b283), .kohya: (13064, 0xc2dc_76a3_026c_8a02)]
+        for format in LoRAFileFormat.allCases {
+            let path = dir.appendingPathComponent("\(format.rawValue).safetensors").path
+            try LoRAFile.write(nets, to: path, format: format)
+            try LoRATests.assertBytes(path, pinned[format]!, format.rawValue)
+        }
+    }
+
     func testSavedTextEncoderAdaptersLoadBack() throws {
         let f = try Fixture()
         let nets = [try f.encoder("text_encoder", withProjection: false).1, try f.encoder("text_encoder_2", withProjection: true).1]
