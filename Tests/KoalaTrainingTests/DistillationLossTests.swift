@@ -7,9 +7,15 @@ import KoalaTestSupport
 
 /// `Tests/Fixtures/distill_loss.safetensors` (tools/reference/fixtures_distill_loss.py).
 enum DistillLossFixture {
+    /// An entry of the metadata "reference" (JSON): "configs", "weights" or "pairs".
+    static func reference(_ key: String) throws -> Any {
+        let text = try XCTUnwrap(try Fixtures.open("distill_loss").metadata["reference"])
+        let all = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        return try XCTUnwrap(all[key], key)
+    }
+
     static func config(_ name: String) throws -> UNet2DConditionConfig {
-        let all = try XCTUnwrap(try Fixtures.open("distill_loss").metadata["configs"])
-        let configs = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(all.utf8)) as? [String: Any])
+        let configs = try XCTUnwrap(try reference("configs") as? [String: Any])
         return try JSONDecoder().decode(UNet2DConditionConfig.self,
                                         from: try JSONSerialization.data(withJSONObject: try XCTUnwrap(configs[name])))
     }
@@ -43,8 +49,7 @@ enum DistillLossFixture {
     }
 
     static func weights() throws -> DistillationLossWeights {
-        let text = try XCTUnwrap(try Fixtures.open("distill_loss").metadata["weights"])
-        let w = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Double])
+        let w = try XCTUnwrap(try reference("weights") as? [String: Double])
         return DistillationLossWeights(task: Float(w["task"]!), output: Float(w["output"]!), feature: Float(w["feature"]!))
     }
 }
@@ -68,8 +73,7 @@ final class DistillationLossTests: XCTestCase {
 
     func testLossTermsAndStudentGradientsEqualTheReference() throws {
         let f = try Fixtures.open("distill_loss")
-        let pairsText = try XCTUnwrap(f.metadata["pairs"])
-        let expectedPairs = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(pairsText.utf8)) as? [String: [[String]]])
+        let expectedPairs = try XCTUnwrap(try DistillLossFixture.reference("pairs") as? [String: [[String]]])
         let teacher = try DistillLossFixture.model("teacher"), x = try DistillLossFixture.inputs(), w = try DistillLossFixture.weights()
         for name in ["koala-700m", "koala-1b"] {
             for (mode, mapping) in Self.cases {

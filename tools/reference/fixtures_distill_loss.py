@@ -23,8 +23,8 @@ model's parameters flattened and concatenated in named_parameters() order),
 the inputs (`sample`, `timestep`, `encoder_hidden_states`, `text_embeds`, `time_ids`,
 `target`) and per case `<student>/<mode>/<mapping>.{task,output,feature,total}` and
 `….grads` (the student's gradients of total, flattened and concatenated in
-named_parameters() order); metadata "configs", "weights" and
-"pairs" (the case's pairs, JSON).
+named_parameters() order); metadata "reference": JSON with "configs", "weights"
+and "pairs" (each case's pairs).
 """
 import json
 import os
@@ -153,6 +153,8 @@ if __name__ == "__main__":
     os.makedirs(FIXTURES, exist_ok=True)
     path = os.path.join(FIXTURES, "distill_loss.safetensors")
     save_file({k: v.detach().float().contiguous() for k, v in entries.items()}, path,
-              metadata={"configs": json.dumps(configs, sort_keys=True), "weights": json.dumps(WEIGHTS),
-                        "pairs": json.dumps(all_pairs)})
+              # One metadata entry: safetensors writes several in a random order, so the
+              # file would not be byte-identical from one run to the next.
+              metadata={"reference": json.dumps({"configs": configs, "weights": WEIGHTS, "pairs": all_pairs},
+                                                sort_keys=True)})
     print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path) / 1024:.1f} KiB, {len(entries)} tensors)")
