@@ -80,6 +80,7 @@ let package = Package(
         .testTarget(name: "KoalaImageIOTests", dependencies: ["KoalaImageIO", "KoalaTestSupport"]),
         .testTarget(name: "KoalaTrainingTests", dependencies: ["KoalaTraining", "KoalaTestSupport"]),
         .testTarget(name: "KoalaStoreTests", dependencies: ["KoalaStore", "KoalaTestSupport"]),
+        .testTarget(name: "KoalaAppTests", dependencies: ["KoalaApp", "KoalaTestSupport"]),
         .testTarget(name: "KoalaCLITests", dependencies: ["koalabooth", "KoalaCLI", "KoalaApp", "KoalaTestSupport"]),
     ]
 )

@@ -109,24 +109,15 @@ public struct Infotext {
     }
 
     /// A value as A1111's `quote` writes it: unchanged unless it holds `,`, `:` or a line
-    /// break, else a JSON string (non-ASCII characters kept, as `ensure_ascii=False`).
+    /// break, else a JSON string as Python's `json.dumps(ensure_ascii=False)` writes it
+    /// (non-ASCII characters kept; JSONEncoder escapes the same characters the same way,
+    /// once `/` is left alone).
     static func quote(_ value: String) -> String {
         guard value.contains(where: { $0 == "," || $0 == ":" || $0 == "\n" }) else { return value }
-        var out = "\""
-        for u in value.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        // Encoding a String cannot fail.
+        return String(decoding: try! encoder.encode(value), as: UTF8.self)
     }
 
     /// A name without the characters that would break a `<lora:…>` tag or a `Lora hashes`

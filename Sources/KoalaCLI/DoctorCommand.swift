@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
+import KoalaApp
 import KoalaStore
-import KoalaTensor
 
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,17 +19,14 @@ struct DoctorCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        let home = global.homeURL
-        guard let store = try global.openExistingStore(removeLeftovers: false) else {
-            throw CLIError("no KoalaBooth data directory at \(home.path) (no \(SubjectStore.databaseFileName) there). Check --home / KOALABOOTH_HOME; `koalabooth subject create` makes one.")
-        }
-        let report = try store.checkHealth(verifyHashes: verifyHashes)
+        let doctor = try DoctorUseCase(location: global.location).run(verifyHashes: verifyHashes)
+        let report = doctor.health
         if json {
             try Output.json(report)
         } else {
             print("data directory: \(report.home) (schema \(report.schemaVersion))")
-            print("cpu: \(CPUFeatures.current)")
-            print("gemm: \(BLAS.description)")
+            print("cpu: \(doctor.cpu)")
+            print("gemm: \(doctor.gemm)")
             print("database integrity: \(report.integrity.joined(separator: "; "))")
             if report.foreignKeyViolations > 0 { print("foreign key violations: \(report.foreignKeyViolations)") }
             print("recorded files checked: \(report.filesChecked)")
@@ -44,8 +41,8 @@ struct DoctorCommand: ParsableCommand {
             }
             if report.isHealthy { print("no problems found") }
         }
-        if !report.isHealthy {
-            let n = report.fileProblems.count + report.orphans.count + (report.integrity == ["ok"] ? 0 : 1) + (report.foreignKeyViolations > 0 ? 1 : 0)
+        if !doctor.isHealthy {
+            let n = doctor.problemCount
             Output.note("doctor found \(n) problem\(n == 1 ? "" : "s") in \(report.home).")
             throw ExitCode.failure
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KoalaApp
 import KoalaStore
 
 /// `--home`, shared by every command that uses the data directory.
@@ -7,20 +8,20 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The data directory (default: $KOALABOOTH_HOME, else ./.koalabooth).", valueName: "dir"))
     var home: String?
 
-    var homeURL: URL { SubjectStore.resolveHome(home) }
+    var homeURL: URL { location.home }
 
-    /// Opens the store, creating the directory and database if needed (read-only when
-    /// the directory cannot be written). `removeLeftovers: false` leaves what killed
-    /// processes left (for `doctor`, which changes nothing).
+    /// The data directory the use cases open.
+    var location: StoreLocation { StoreLocation(homeOption: home) }
+
+    /// Opens the store, creating the directory and database if needed
+    /// (`StoreLocation.open`).
     func openStore(removeLeftovers: Bool = true) throws -> SubjectStore {
-        try SubjectStore(home: homeURL, removeLeftovers: removeLeftovers)
+        try location.open(removeLeftovers: removeLeftovers)
     }
 
-    /// Opens the store if its database exists: commands that only read create nothing.
-    /// Subject files without a database are refused, not taken for an empty directory.
+    /// Opens the store if its database exists (`StoreLocation.openExisting`).
     func openExistingStore(removeLeftovers: Bool = true) throws -> SubjectStore? {
-        SubjectStore.databaseExists(at: homeURL) || SubjectStore.holdsSubjectFiles(at: homeURL)
-            ? try openStore(removeLeftovers: removeLeftovers) : nil
+        try location.openExisting(removeLeftovers: removeLeftovers)
     }
 }
 

@@ -12,4 +12,15 @@ public struct KoalaBoothCommand: ParsableCommand {
     )
 
     public init() {}
+
+    /// ArgumentParser's `main`, with the library errors a command throws worded for the
+    /// command line (`ErrorWording`): which flag or command fixes them.
+    public static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: ErrorWording.cli(error))
+        }
+    }
 }

@@ -51,7 +51,7 @@ struct ModelInit: ParsableCommand {
     var seed: UInt64?
 
     @Option(help: "Weight file precision (--preset only): fp32, or fp16 (written as *.fp16.safetensors).")
-    var dtype: String?
+    var dtype: Choice<WeightFileType>?
 
     func validate() throws {
         switch (preset, student) {
@@ -62,7 +62,7 @@ struct ModelInit: ParsableCommand {
                 throw ValidationError("unknown preset '\(p)'; choose one of \(PipelinePreset.names.joined(separator: ", "))")
             }
             if fromTeacher != nil { throw ValidationError("--from-teacher goes with --student, not --preset") }
-            if let dtype, !["fp32", "fp16"].contains(dtype) { throw ValidationError("--dtype must be fp32 or fp16, not '\(dtype)'") }
+            if let dtype, dtype.value == nil { throw ValidationError("--dtype must be fp32 or fp16, not '\(dtype.spelling)'") }
         case (nil, _?):
             if fromTeacher == nil { throw ValidationError("--student needs --from-teacher DIR: the teacher whose weights it starts from") }
             if seed != nil { throw ValidationError("--seed goes with --preset: a student's weights are the teacher's, not random") }
@@ -75,7 +75,7 @@ struct ModelInit: ParsableCommand {
         let name = preset!, seed = seed ?? 0
         let p = try PipelinePreset.named(name)
         print("creating \(name) pipeline with random weights (seed \(seed)) at \(out)")
-        try StableDiffusionXLPipeline.initialize(preset: p, seed: seed, at: out, dtype: dtype == "fp16" ? .F16 : .F32) {
+        try StableDiffusionXLPipeline.initialize(preset: p, seed: seed, at: out, dtype: dtype?.value?.dtype ?? .F32) {
             print("  writing \($0)…")
         }
         print("done: \(out) (random weights — for tests and benchmarks, not pictures)")
@@ -102,6 +102,13 @@ struct ModelInit: ParsableCommand {
             throw ValidationError("student config \(name) is not a U-Net config KoalaBooth can read: \(error)")
         }
     }
+}
+
+/// The weight file types `model init --dtype` writes.
+enum WeightFileType: String, Spelled {
+    case fp32, fp16
+
+    var dtype: SafeTensorsDType { self == .fp16 ? .F16 : .F32 }
 }
 
 /// What `model info` reports for one component.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KoalaApp
 import KoalaStore
 
 struct RunsCommand: ParsableCommand {
@@ -17,12 +18,6 @@ func printRunTable(_ runs: [TrainingRun], subjectNames: [Int64: String]) {
     })
 }
 
-/// A run with its subject's name, as `runs list --json` prints it.
-struct RunEntry: Encodable {
-    var subject: String
-    var run: TrainingRun
-}
-
 struct RunsList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List training runs, newest first.")
 
@@ -37,27 +32,15 @@ struct RunsList: ParsableCommand {
     func run() throws {
         let store = try global.openExistingStore()
         if store == nil, let subject { throw StoreError.unknownSubject(name: subject) }
-        // Runs whose process died show as interrupted, not as running forever (best
-        // effort: a read-only data directory is listed as it is).
-        // Bad arguments are refused before anything is written.
-        let subjectID = try store.flatMap { store in try subject.map { try store.requireSubject(named: $0).id! } }
-        _ = try? store?.markAbandonedRuns()
-        let names = Dictionary(uniqueKeysWithValues: try store?.subjects().map { ($0.subject.id!, $0.subject.name) } ?? [])
-        let runs = try store.map { store in try store.runs(subjectID: subjectID) } ?? []
-        if json { return try Output.json(runs.map { RunEntry(subject: names[$0.subjectId] ?? "", run: $0) }) }
-        if runs.isEmpty {
+        let entries = try store.map { try RunListing.list(in: $0, subject: subject) } ?? []
+        if json { return try Output.json(entries) }
+        if entries.isEmpty {
             print("No training runs\(subject.map { " for \($0)" } ?? "") yet.")
             return
         }
-        printRunTable(runs, subjectNames: names)
+        let names = Dictionary(entries.filter { !$0.subject.isEmpty }.map { ($0.run.subjectId, $0.subject) }) { a, _ in a }
+        printRunTable(entries.map(\.run), subjectNames: names)
     }
-}
-
-/// One run with its checkpoints, as `runs show --json` prints it.
-struct RunDetail: Encodable {
-    var subject: String
-    var run: TrainingRun
-    var checkpoints: [Checkpoint]
 }
 
 struct RunsShow: ParsableCommand {
@@ -73,12 +56,9 @@ struct RunsShow: ParsableCommand {
 
     func run() throws {
         guard let store = try global.openExistingStore() else { throw StoreError.unknownRun(id: id) }
-        guard try store.run(id: id) != nil else { throw StoreError.unknownRun(id: id) }
-        _ = try? store.markAbandonedRuns()
-        guard let r = try store.run(id: id) else { throw StoreError.unknownRun(id: id) }
-        let subject = try store.subject(id: r.subjectId)?.name ?? "?"
-        let detail = RunDetail(subject: subject, run: r, checkpoints: try store.checkpoints(runID: id))
+        let detail = try RunListing.show(in: store, id: id)
         if json { return try Output.json(detail) }
+        let r = detail.run, subject = detail.subject
         print("run \(id) of \(subject): \(r.status.rawValue), step \(r.stepsDone)/\(r.totalSteps)"
               + (r.lastLoss.map { String(format: ", last loss %.4f", $0) } ?? ""))
         print("base model: \(r.baseModelPath) (fingerprint \(r.baseModelFingerprint))")

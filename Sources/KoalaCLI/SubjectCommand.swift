@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import KoalaImageIO
+import KoalaApp
 import KoalaStore
 #if canImport(Glibc)
 import Glibc
@@ -15,38 +15,20 @@ struct SubjectCommand: ParsableCommand {
     )
 }
 
-/// Photo count limits: DreamBooth needs a few views of the subject; many more mostly
-/// slow training down and make overfitting likelier.
-enum PhotoLimits {
-    static let minimum = 3
-    static let recommendedMaximum = 20
-}
-
-/// Decodes every photo (so a broken file is caught now, not mid-training) and returns
-/// what the store needs. Reports all bad files at once; throws if any is bad.
-func validatePhotos(_ paths: [String], minimumSide: Int) throws -> [PhotoInput] {
-    var inputs: [PhotoInput] = [], problems: [String] = []
-    for path in paths {
-        do {
-            let image = try RGBImage.loadForTraining(path: path, minimumSide: minimumSide)
-            let head = try FileHandle(forReadingFrom: URL(fileURLWithPath: path)).read(upToCount: 16) ?? Data()
-            let ext = ImageFormat.sniff([UInt8](head)) == .supported(.png) ? "png" : "jpg"
-            inputs.append(PhotoInput(sourcePath: path, width: image.width, height: image.height, fileExtension: ext))
-        } catch {
-            problems.append("  - \(error)")
-        }
+/// A subject use case's notice, as the CLI prints it (stderr; stdout stays clean for `--json`).
+func printNotice(_ notice: SubjectNotice) {
+    switch notice {
+    case .commonWordToken(let token):
+        Output.warn("using the common word '\(token)' as token (--force).")
+    case .manyPhotos(let distinct):
+        Output.warn("\(distinct) photos: more than \(PhotoLimits.recommendedMaximum) rarely helps DreamBooth and makes training slower; consider picking the best \(PhotoLimits.recommendedMaximum).")
+    case .skippedCopy(let source, let sameAs):
+        Output.note("skipped \(source): same picture as \(sameAs)")
+    case .skippedKnownPhoto(let subject, let source, let sameAs):
+        Output.note("skipped \(source): \(subject) already has this picture (\(sameAs))")
+    case .subjectHasManyPhotos(let subject, let total):
+        Output.warn("\(subject) now has \(total) photos: more than \(PhotoLimits.recommendedMaximum) rarely helps DreamBooth and makes training slower.")
     }
-    if !problems.isEmpty {
-        let what = problems.count == 1 ? "1 photo cannot be used" : "\(problems.count) photos cannot be used"
-        throw CLIError("\(what); nothing was stored:\n" + problems.joined(separator: "\n")
-                       + "\nFix or leave out these files and run the command again.")
-    }
-    return inputs
-}
-
-/// How many different pictures `inputs` holds (the same bytes count once).
-func distinctCount(_ inputs: [PhotoInput]) throws -> Int {
-    Set(try inputs.map { try SHA256.hexOfFile(atPath: $0.sourcePath).hex }).count
 }
 
 struct SubjectCreate: ParsableCommand {
@@ -91,41 +73,17 @@ struct SubjectCreate: ParsableCommand {
     }
 
     func run() throws {
-        try Subject.validate(name: name)
-        try Subject.validate(token: token)
-        try Subject.validate(classNoun: classNoun)
-        let classWords = classNoun.lowercased().split(separator: " ").map(String.init)
-        if classWords.contains(token.lowercased()) {
-            throw CLIError("the token '\(token)' is part of the class noun '\(classNoun)': prompts would read \"\(token) \(classNoun)\" and the token could not mean this particular \(classNoun). Choose a rare word as --token (the default 'sks' works).")
-        }
-        if CommonWords.contains(token) {
-            if !force {
-                throw CLIError("the token '\(token)' is a common English word; the model already has a meaning for it, and training would fight that and change every prompt using it. Choose a rare word as --token (the default 'sks' works), or pass --force to use '\(token)' anyway.")
-            }
-            Output.warn("using the common word '\(token)' as token (--force).")
-        }
-        if photos.count < PhotoLimits.minimum {
-            throw CLIError("a subject needs at least \(PhotoLimits.minimum) photos, got \(photos.count). Give \(PhotoLimits.minimum)-\(PhotoLimits.recommendedMaximum) photos of the \(classNoun) from different angles and backgrounds.")
-        }
-        // Fail on a taken name before decoding every photo.
-        if try global.openExistingStore()?.subject(named: name) != nil { throw StoreError.duplicateName(name: name) }
-        let inputs = try validatePhotos(photos, minimumSide: minimumSide)
-        let distinct = try distinctCount(inputs)
-        if distinct < PhotoLimits.minimum {
-            throw CLIError("a subject needs at least \(PhotoLimits.minimum) different photos; the \(photos.count) files given hold only \(distinct) different pictures (some are copies of each other). Add more photos.")
-        }
-        if distinct > PhotoLimits.recommendedMaximum {
-            Output.warn("\(distinct) photos: more than \(PhotoLimits.recommendedMaximum) rarely helps DreamBooth and makes training slower; consider picking the best \(PhotoLimits.recommendedMaximum).")
-        }
-
-        let store = try global.openStore()
-        let (subject, result) = try store.createSubject(name: name, token: token, classNoun: classNoun, notes: notes, photos: inputs)
-        for d in result.duplicates { Output.note("skipped \(d.sourcePath): same picture as \(d.sameAs)") }
+        var new = SubjectUseCases.NewSubject(name: name, classNoun: classNoun, photoPaths: photos)
+        new.token = token
+        new.notes = notes
+        new.minimumSide = minimumSide
+        new.allowCommonWord = force
+        let created = try SubjectUseCases(location: global.location).create(new, notify: printNotice)
         if json {
-            try Output.json(SubjectDetail(subject: subject, photos: result.added, runs: [], checkpoints: [], generations: []))
+            try Output.json(SubjectDetail(subject: created.subject, photos: created.photos, runs: [], checkpoints: [], generations: []))
             return
         }
-        print("Created subject \(subject.name) (\"\(subject.instancePhrase)\") with \(result.added.count) photos in \(store.home.path).")
+        print("Created subject \(created.subject.name) (\"\(created.subject.instancePhrase)\") with \(created.photos.count) photos in \(created.home.path).")
     }
 }
 
@@ -155,17 +113,9 @@ struct SubjectAddPhotos: ParsableCommand {
     }
 
     func run() throws {
-        guard let store = try global.openExistingStore() else { throw StoreError.unknownSubject(name: name) }
-        let subject = try store.requireSubject(named: name)
-        let inputs = try validatePhotos(photos, minimumSide: minimumSide)
-        let result = try store.addPhotos(inputs, toSubjectNamed: subject.name)
-        for d in result.duplicates { Output.note("skipped \(d.sourcePath): \(subject.name) already has this picture (\(d.sameAs))") }
-        let total = try store.photos(subjectID: subject.id!).count
-        if total > PhotoLimits.recommendedMaximum && !result.added.isEmpty {
-            Output.warn("\(subject.name) now has \(total) photos: more than \(PhotoLimits.recommendedMaximum) rarely helps DreamBooth and makes training slower.")
-        }
+        let result = try SubjectUseCases(location: global.location).addPhotos(photos, to: name, minimumSide: minimumSide, notify: printNotice)
         if json { return try Output.json(result.added) }
-        print("Added \(result.added.count) photo\(result.added.count == 1 ? "" : "s") to \(subject.name) (\(total) in all).")
+        print("Added \(result.added.count) photo\(result.added.count == 1 ? "" : "s") to \(result.subject.name) (\(result.total) in all).")
     }
 }
 
@@ -187,15 +137,9 @@ struct SubjectRemovePhoto: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        guard let store = try global.openExistingStore() else { throw StoreError.unknownSubject(name: name) }
-        let subject = try store.requireSubject(named: name)
-        let target = try store.findPhoto(subjectNamed: subject.name, matching: photo)
-        let remaining = try store.photos(subjectID: subject.id!).count - 1
-        if remaining < PhotoLimits.minimum && !force {
-            throw CLIError("removing it would leave \(subject.name) with \(remaining) photo\(remaining == 1 ? "" : "s"), fewer than the \(PhotoLimits.minimum) training needs. Add photos first (`koalabooth subject add-photos \(subject.name) ...`), or pass --force.")
-        }
-        try store.removePhoto(target)
-        print("Removed \(target.originalName) (\(target.sha256.prefix(12))) from \(subject.name); \(remaining) photo\(remaining == 1 ? "" : "s") left.")
+        let removed = try SubjectUseCases(location: global.location).removePhoto(of: name, matching: photo, allowBelowMinimum: force)
+        let (target, remaining) = (removed.photo, removed.remaining)
+        print("Removed \(target.originalName) (\(target.sha256.prefix(12))) from \(removed.subject.name); \(remaining) photo\(remaining == 1 ? "" : "s") left.")
     }
 }
 
@@ -208,7 +152,7 @@ struct SubjectList: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        let summaries = try global.openExistingStore()?.subjects() ?? []
+        let summaries = try SubjectUseCases(location: global.location).list()
         if json { return try Output.json(summaries) }
         if summaries.isEmpty {
             print("No subjects in \(global.homeURL.path). Create one with `koalabooth subject create NAME --class dog PHOTO...`.")
@@ -219,15 +163,6 @@ struct SubjectList: ParsableCommand {
              s.lastRunStatus?.rawValue ?? "-", String(s.generationCount), Output.date(s.subject.createdAt)]
         })
     }
-}
-
-/// Everything about one subject, as `subject show --json` prints it.
-struct SubjectDetail: Encodable {
-    var subject: Subject
-    var photos: [Photo]
-    var runs: [TrainingRun]
-    var checkpoints: [Checkpoint]
-    var generations: [Generation]
 }
 
 struct SubjectShow: ParsableCommand {
@@ -245,15 +180,12 @@ struct SubjectShow: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        guard let store = try global.openExistingStore() else { throw StoreError.unknownSubject(name: name) }
-        let s = try store.requireSubject(named: name)
-        let detail = SubjectDetail(subject: s, photos: try store.photos(subjectID: s.id!), runs: try store.runs(subjectID: s.id!),
-                                   checkpoints: try store.checkpoints(subjectID: s.id!),
-                                   generations: try store.generations(subjectID: s.id!, limit: max(0, generations)))
+        let (detail, directory) = try SubjectUseCases(location: global.location).show(name, generations: generations)
+        let s = detail.subject
         if json { return try Output.json(detail) }
         print("\(s.name): \"\(s.instancePhrase)\" (token \(s.token), class \(s.classNoun))")
         if !s.notes.isEmpty { print("notes: \(s.notes)") }
-        print("created \(Output.date(s.createdAt)), updated \(Output.date(s.updatedAt)); files in \(store.subjectDirectory(subjectID: s.id!).path)")
+        print("created \(Output.date(s.createdAt)), updated \(Output.date(s.updatedAt)); files in \(directory.path)")
         print("\nphotos (\(detail.photos.count)):")
         Format.table(header: ["sha256", "original name", "size", "bytes", "added"], rows: detail.photos.map { p in
             [String(p.sha256.prefix(12)), p.originalName, "\(p.width)x\(p.height)", Format.bytes(p.byteCount), Output.date(p.addedAt)]
@@ -287,9 +219,7 @@ struct SubjectRename: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        try Subject.validate(name: new)
-        guard let store = try global.openExistingStore() else { throw StoreError.unknownSubject(name: old) }
-        let renamed = try store.renameSubject(old, to: new)
+        let renamed = try SubjectUseCases(location: global.location).rename(old, to: new)
         print("Renamed \(old) to \(renamed.name).")
     }
 }
@@ -310,15 +240,13 @@ struct SubjectDelete: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        guard let store = try global.openExistingStore() else { throw StoreError.unknownSubject(name: name) }
-        let s = try store.requireSubject(named: name)
+        let subjects = SubjectUseCases(location: global.location)
         if !yes {
+            let preview = try subjects.deletionPreview(name)
             guard isatty(STDIN_FILENO) != 0 else {
-                throw CLIError("refusing to delete \(s.name) without confirmation: input is not a terminal. Pass --yes to delete it from a script.")
+                throw CLIError("refusing to delete \(preview.subject.name) without confirmation: input is not a terminal. Pass --yes to delete it from a script.")
             }
-            let photos = try store.photos(subjectID: s.id!).count, runs = try store.runs(subjectID: s.id!).count
-            let gens = try store.generations(subjectID: s.id!).count
-            print("Delete \(s.name) with \(photos) photos, \(runs) runs and \(gens) generated images? This removes their files. [y/N] ", terminator: "")
+            print("Delete \(preview.subject.name) with \(preview.photos) photos, \(preview.runs) runs and \(preview.generations) generated images? This removes their files. [y/N] ", terminator: "")
             fflush(nil)
             let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
             guard answer == "y" || answer == "yes" else {
@@ -326,7 +254,7 @@ struct SubjectDelete: ParsableCommand {
                 return
             }
         }
-        try store.deleteSubject(named: s.name)
-        print("Deleted \(s.name).")
+        let deleted = try subjects.delete(name)
+        print("Deleted \(deleted.name).")
     }
 }

@@ -1,8 +1,6 @@
 import ArgumentParser
 import Foundation
-import KoalaImageIO
-import KoalaStore
-import KoalaTensor
+import KoalaApp
 import KoalaTraining
 
 struct TrainCommand: ParsableCommand {
@@ -68,197 +66,109 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        let store = try global.openStore()
-        let subject = try store.requireSubject(named: name)
-        // Held until the process ends: `subject delete` and a second `train` of it refuse meanwhile.
-        let lock = try TrainingLock.acquire(subject: subject, in: store, attempted: "train")
-        defer { lock.release() }
-        guard try store.subject(id: subject.id!) != nil else { throw StoreError.unknownSubject(name: name) }
-        // Runs a killed or crashed process left `running` are marked interrupted, with why.
-        for r in try store.markAbandonedRuns(holding: lock) {
-            Output.note("run \(r.id!) was left unfinished at step \(r.stepsDone) by a process that ended without recording it; marked interrupted")
-        }
-        var run: TrainingRun
-        let recipe: TrainingRecipe
-        var resumeState: (step: Int, url: URL)?
-        if resume {
-            (run, recipe, resumeState) = try resumable(store, subject)
-            run.stepsDone = resumeState.map(\.step) ?? 0
-        } else {
-            // `auto` resolved here, so the run records the precision it trains in (and a resume keeps it).
-            recipe = try TrainingRecipe.load(path: self.recipe!).applying(overrides).resolvingPrecision()
-            let model = self.model!
-            try Self.checkModelFolder(model)
-            let new = TrainingRun(subjectId: subject.id!, status: .queued, baseModelPath: Self.absolute(model),
-                                  baseModelFingerprint: try Self.fingerprint(model), recipe: recipe.tomlString(),
-                                  totalSteps: recipe.train.maxSteps)
-            run = try DurableWrite.record("new run") { try store.createRun(new) }
-        }
-        lock.setRun(run.id!)
-        let runDir = store.runDirectory(subjectID: subject.id!, runID: run.id!)
+        let runner = TrainingRunner(store: try global.openStore())
+        let cancellation = TrainingCancellation()
+        let events = Self.printer(subject: name, optionsIgnoredOnResume: recipe != nil || model != nil || overrides != RecipeOverrides(),
+                                  stop: StopRequest(cancelling: cancellation))
+        let outcome: TrainingOutcome
         do {
-            run.status = .running
-            run.startedAt = run.startedAt ?? Date()
-            run.updatedAt = Date()
-            run.errorMessage = nil
-            try save(run, store, "run status running")
-            let elapsedBefore = run.elapsedSeconds
-            let images = try loadImages(store, subject.id!, recipe, modelPath: run.baseModelPath)
-            let what = recipe.model.train == .full ? "full U-Net" : "LoRA rank \(recipe.model.lora.rank)" + (recipe.model.lora.textEncoders ? " (U-Net and text encoders)" : "")
-            print("run \(run.id!): \(images.count) photos, \(recipe.train.maxSteps) steps at \(recipe.data.resolution) px, \(what)")
-            print("buckets: \(DreamBoothDataset.summary(images))")
-            let trainer = try DreamBoothTrainer(recipe: recipe, modelPath: run.baseModelPath, images: images,
-                                                instancePrompt: recipe.data.instancePrompt(token: subject.token, className: subject.classNoun),
-                                                classImages: recipe.prior.enabled ? classImages(store, subject, recipe, run) : nil,
-                                                validation: ValidationTexts(recipe.validation, token: subject.token, className: subject.classNoun))
-            let recorder = try TrainingRecorder(store: store, subject: subject, runID: run.id!, runDirectory: runDir,
-                                                modelPath: run.baseModelPath, keepLast: recipe.checkpoint.keepLast)
-            for note in trainer.notes { Output.warn(note) }
-            print(String(format: "eval loss %.6f (before)", trainer.evaluationLoss()))
-            let began = Date()
-            let stop = StopRequest.installed()
-            try trainer.train(directory: runDir, resumeFrom: resumeState?.url, progress: { p in
+            outcome = resume
+                ? try runner.resume(subject: name, cancellation: cancellation, events: events)
+                : try runner.start(TrainingRequest(subject: name, recipe: .file(recipe!), overrides: overrides, modelPath: model!),
+                                   cancellation: cancellation, events: events)
+        } catch let e as TrainingRunError {
+            throw cliError(e)
+        }
+        if case .interrupted = outcome { throw ExitCode(130) }
+    }
+
+    /// The library's error with the flag or command that fixes it.
+    private func cliError(_ e: TrainingRunError) -> CLIError {
+        switch e {
+        case .nothingToResume:
+            CLIError("subject \(name) has no unfinished training run to resume; start one with `koalabooth train \(name) --recipe FILE --model DIR`")
+        case .noPhotos:
+            CLIError("subject \(name) has no photos; add some with `koalabooth subject add-photos \(name) PHOTO…`")
+        case .modelFolderMissing(let path):
+            CLIError("--model \(path) is not a folder; give a diffusers model folder (make a tiny one with `koalabooth model init --preset tiny --out DIR`)")
+        case .notADiffusersFolder(let path):
+            CLIError("--model \(path) has no model_index.json: it is not a diffusers model folder")
+        }
+    }
+
+    /// Prints each event as its line on stdout (progress) or stderr (notes, warnings).
+    /// Ctrl-C is caught from the optimizer loop on (`stop`): while the model loads or
+    /// class images are drawn it ends the process at once, as nothing is lost then.
+    static func printer(subject name: String, optionsIgnoredOnResume: Bool, stop: StopRequest) -> TrainingEventSink {
+        { event in
+            switch event {
+            case .abandonedRunMarked(let id, let steps):
+                Output.note("run \(id) was left unfinished at step \(steps) by a process that ended without recording it; marked interrupted")
+            case .resuming(let id, let step):
+                if optionsIgnoredOnResume { Output.warn("--resume continues run \(id) with its own recipe and model; other options are ignored") }
+                print(step.map { "resuming run \(id) from step \($0)" } ?? "run \(id) has no checkpoint yet; starting it over")
+            case .started(let s):
+                print("run \(s.runID): \(s.photoCount) photos, \(s.totalSteps) steps at \(s.resolution) px, \(s.trained)")
+                print("buckets: \(s.buckets)")
+            case .classImages(let dir, let wanted, let prompt):
+                print("class images: \(dir.path) (\(wanted) wanted, \"\(prompt)\")")
+            case .classImageGenerated(let p):
+                print("class image \(p.generated)/\(p.missing) generated in " + String(format: "%.1f s", p.seconds)
+                      + ", eta \(Output.duration(p.etaSeconds)): \(p.file.lastPathComponent)")
+            case .warning(let message):
+                Output.warn(message)
+            case .evaluationLoss(let loss, let after):
+                print(String(format: "eval loss %.6f", loss) + (after ? " (after)" : " (before)"))
+            case .optimizerLoopStarting:
+                stop.install()
+            case .step(let p):
                 print(String(format: "step %d/%d loss %.6f (smoothed %.6f) lr %.3g s/step %.3f",
                              p.step, p.totalSteps, p.loss, p.smoothedLoss, p.learningRate, p.secondsPerStep)
-                      + " eta \(Output.duration(p.etaSeconds)) peak-rss \(Self.megabytes(p.peakRSSBytes))")
-                fflush(nil)
-                run.stepsDone = p.step
-                run.lastLoss = p.loss
-                run.updatedAt = Date()
-                run.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(began)
-                try save(run, store, "progress of step \(p.step)")
-            }, checkpointSaved: recorder.checkpointSaved, checkpointExpired: recorder.checkpointExpired,
-               validationImage: recorder.validationImage, validationRecorded: recorder.validationRecorded, shouldStop: { stop.requested })
-            print(String(format: "eval loss %.6f (after)", trainer.evaluationLoss()))
-            run.status = .finished
-            run.finishedAt = Date()
-            run.updatedAt = Date()
-            run.elapsedSeconds = elapsedBefore + Date().timeIntervalSince(began)
-            try save(run, store, "run status finished")
-            print("run \(run.id!) finished: \(run.stepsDone) steps in \(Output.duration(run.elapsedSeconds))")
-        } catch let e as TrainingInterrupted {
-            run.status = .interrupted
-            run.errorMessage = "\(e)"
-            run.updatedAt = Date()
-            try? save(run, store, "run status interrupted")
-            Output.note("run \(run.id!) interrupted after step \(e.step) (checkpoint saved); continue with `koalabooth train \(name) --resume`")
-            throw ExitCode(130)
-        } catch {
-            run.status = .failed
-            run.errorMessage = "\(error)"
-            run.updatedAt = Date()
-            // On a full disk this may fail too; the run is then marked interrupted when
-            // runs are next listed or trained (`markAbandonedRuns`).
-            try? save(run, store, "run status failed")
-            throw error
-        }
-    }
-
-    private func save(_ run: TrainingRun, _ store: SubjectStore, _ what: String) throws {
-        try DurableWrite.record(what) { try store.updateRun(run) }
-    }
-
-    /// The subject's newest unfinished run, its recipe and its last resume state.
-    private func resumable(_ store: SubjectStore, _ subject: Subject) throws -> (TrainingRun, TrainingRecipe, (step: Int, url: URL)?) {
-        guard let run = try store.runs(subjectID: subject.id!).filter({ $0.status != .finished }).max(by: { $0.id! < $1.id! }) else {
-            throw CLIError("subject \(name) has no unfinished training run to resume; start one with `koalabooth train \(name) --recipe FILE --model DIR`")
-        }
-        if recipe != nil || model != nil || overrides != RecipeOverrides() {
-            Output.warn("--resume continues run \(run.id!) with its own recipe and model; other options are ignored")
-        }
-        let recipe = try TrainingRecipe.parse(toml: run.recipe, source: "run \(run.id!) recipe")
-        let dir = store.runDirectory(subjectID: subject.id!, runID: run.id!)
-        let state = DreamBoothTrainer.checkpointStates(in: dir).last
-        print(state.map { "resuming run \(run.id!) from step \($0.step)" } ?? "run \(run.id!) has no checkpoint yet; starting it over")
-        return (run, recipe, state)
-    }
-
-    private func loadImages(_ store: SubjectStore, _ subjectID: Int64, _ recipe: TrainingRecipe, modelPath: String) throws -> [TrainingImage] {
-        let photos = try store.photos(subjectID: subjectID)
-        guard !photos.isEmpty else {
-            throw CLIError("subject \(name) has no photos; add some with `koalabooth subject add-photos \(name) PHOTO…`")
-        }
-        let images = try photos.map { try RGBImage.load(path: store.url(forRelativePath: $0.path).path) }
-        return try DreamBoothDataset.prepare(images, data: recipe.data, seed: recipe.train.seed,
-                                             pixelMultiple: DreamBoothDataset.pixelMultiple(modelPath: modelPath))
-    }
-
-    /// Prior preservation's class-image cache, shared by the subject's runs:
-    /// `subjects/<id>/class-images/<key>/`, the key a hash of the base model's fingerprint,
-    /// the class prompt and `data.resolution`.
-    private func classImages(_ store: SubjectStore, _ subject: Subject, _ recipe: TrainingRecipe, _ run: TrainingRun) -> ClassImageRequest {
-        let prompt = recipe.prior.classPrompt(className: subject.classNoun)
-        let key = Self.classImageKey(fingerprint: run.baseModelFingerprint, prompt: prompt, resolution: recipe.data.resolution)
-        let dir = store.subjectDirectory(subjectID: subject.id!).appendingPathComponent("class-images/\(key)")
-        print("class images: \(dir.path) (\(recipe.prior.numClassImages) wanted, \"\(prompt)\")")
-        return ClassImageRequest(directory: dir, prompt: prompt) { p in
-            print("class image \(p.generated)/\(p.missing) generated in " + String(format: "%.1f s", p.seconds)
-                  + ", eta \(Output.duration(p.etaSeconds)): \(p.file.lastPathComponent)")
+                      + " eta \(Output.duration(p.etaSeconds)) peak-rss \(megabytes(p.peakRSSBytes))")
+            case .checkpointSaved(let step, let file):
+                print("checkpoint step \(step): \(file.path)")
+            case .checkpointRemoved(let step, let keepLast):
+                print("removed checkpoint step \(step) (checkpoint.keep_last = \(keepLast.map(String.init) ?? "-"))")
+            case .validationImage(let step, let file, let prompt):
+                print("validation step \(step): \(file.path) \"\(prompt)\"")
+            case .finished(let id, let steps, let seconds):
+                print("run \(id) finished: \(steps) steps in \(Output.duration(seconds))")
+            case .interrupted(let id, let step):
+                Output.note("run \(id) interrupted after step \(step) (checkpoint saved); continue with `koalabooth train \(name) --resume`")
+            case .failed:
+                break  // the error itself is printed when `run` throws it
+            }
+            // A watcher (or a test) sees each line as it happens, and a killed run loses none.
             fflush(nil)
         }
-    }
-
-    static func classImageKey(fingerprint: String, prompt: String, resolution: Int) -> String {
-        var hasher = KoalaStore.SHA256()
-        hasher.update(Data("\(fingerprint)\n\(prompt)\n\(resolution)".utf8))
-        return hasher.finalize().prefix(8).map { String(format: "%02x", $0) }.joined()
-    }
-
-    static func checkModelFolder(_ path: String) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
-            throw CLIError("--model \(path) is not a folder; give a diffusers model folder (make a tiny one with `koalabooth model init --preset tiny --out DIR`)")
-        }
-        guard FileManager.default.fileExists(atPath: URL(fileURLWithPath: path).appendingPathComponent("model_index.json").path) else {
-            throw CLIError("--model \(path) has no model_index.json: it is not a diffusers model folder")
-        }
-    }
-
-    static func absolute(_ path: String) -> String {
-        URL(fileURLWithPath: path).standardizedFileURL.path
-    }
-
-    /// A hash of the folder's file names, sizes and small config files: enough to tell
-    /// that a base model was replaced, without reading gigabytes of weights.
-    static func fingerprint(_ path: String) throws -> String {
-        let root = URL(fileURLWithPath: path)
-        var hasher = KoalaStore.SHA256()
-        let files = (FileManager.default.subpaths(atPath: path) ?? []).sorted()
-        for rel in files {
-            let url = root.appendingPathComponent(rel)
-            guard let attrs = try? FileManager.default.attributesOfItem(atPath: url.path),
-                  attrs[.type] as? FileAttributeType == .typeRegular else { continue }
-            let size = (attrs[.size] as? NSNumber)?.intValue ?? 0
-            hasher.update(Data("\(rel):\(size)\n".utf8))
-            if rel.hasSuffix(".json") || rel.hasSuffix(".txt") { hasher.update(try Data(contentsOf: url)) }
-        }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
     static func megabytes(_ bytes: Int) -> String { String(format: "%.0fMB", Double(bytes) / 1_048_576) }
 }
 
-/// Set by SIGINT/SIGTERM so the training loop stops at the next step boundary with a
-/// checkpoint instead of dying mid-step.
+/// SIGINT/SIGTERM cancel the run, so the training loop stops at the next step boundary
+/// with a checkpoint instead of dying mid-step.
 final class StopRequest: @unchecked Sendable {
+    private let cancellation: TrainingCancellation
     private let lock = NSLock()
-    private var flag = false
     private var sources: [DispatchSourceSignal] = []
 
-    var requested: Bool { lock.lock(); defer { lock.unlock() }; return flag }
+    init(cancelling cancellation: TrainingCancellation) { self.cancellation = cancellation }
 
-    static func installed() -> StopRequest {
-        let r = StopRequest()
+    /// Catches the signals from now on.
+    func install() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard sources.isEmpty else { return }
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [r] in
-                r.lock.lock(); r.flag = true; r.lock.unlock()
+            source.setEventHandler { [cancellation] in
+                cancellation.cancel()
                 Output.note("stopping after this step (interrupt again to wait; kill -9 to abort)")
             }
             source.resume()
-            r.sources.append(source)
+            sources.append(source)
         }
-        return r
     }
 }

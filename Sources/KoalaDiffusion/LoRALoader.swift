@@ -2,26 +2,15 @@ import Foundation
 import KoalaModels
 import KoalaTensor
 
-/// A LoRA file that does not fit the pipeline, phrased for the user.
-public struct LoRAError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
-/// A LoRA made by other tools, parsed and checked against a pipeline's modules, ready to
-/// be merged into their weights (W += scale · alpha/rank · up·down).
+/// A LoRA made by other tools (or by `koalabooth train`), parsed and checked against a
+/// pipeline's modules, ready to be merged into their weights (W += scale · alpha/rank · up·down).
 ///
-/// Reads the key layouts in use for SDXL-family LoRAs:
-/// - diffusers/PEFT (`StableDiffusionXLPipeline.save_lora_weights`): `unet.<module>`,
-///   `text_encoder.<module>`, `text_encoder_2.<module>` with `.lora_A.weight`/`.lora_B.weight`,
-///   or the older `.lora.down/.up.weight`, `.lora_linear_layer.down/.up.weight` and
-///   attention-processor (`.processor.to_q_lora.down.weight`) names. Alpha comes from a
-///   per-module `.alpha` tensor, else the `lora_adapter_metadata` JSON (`lora_alpha`,
-///   `alpha_pattern`, `use_rslora`), else alpha = rank.
-/// - kohya (sd-scripts): `lora_unet_<module with . as _>`, `lora_te1_…`, `lora_te2_…` with
-///   `.lora_down.weight`, `.lora_up.weight` and `.alpha`, for U-Nets in diffusers layout.
-///   The original SGM layout (`input_blocks`, `middle_block`, `output_blocks`) is refused:
-///   KOALA's block layout differs from SDXL's, so those names have no counterpart.
+/// Reads both `LoRAFileFormat`s in every key spelling `LoRAKeyCodec` knows. Alpha comes
+/// from a per-module `.alpha` tensor, else the `lora_adapter_metadata` (`lora_alpha`,
+/// `alpha_pattern`, `use_rslora`), else alpha = rank. kohya files must name the U-Net in
+/// diffusers layout (`lora_unet_down_blocks_…`): the original SGM layout (`input_blocks`,
+/// `middle_block`, `output_blocks`) is refused, as KOALA's block layout differs from
+/// SDXL's and those names have no counterpart.
 public struct LoRA {
     /// One low-rank update of a parameter.
     public struct Update {
@@ -37,10 +26,8 @@ public struct LoRA {
         public let alphaScale: Float
     }
 
-    public enum Format: String, Sendable { case diffusers, kohya }
-
     public let path: String
-    public let format: Format
+    public let format: LoRAFileFormat
     public let updates: [Update]
 
     /// Reads `path` and matches every key to a weight of `components` (name → module; the
@@ -57,69 +44,52 @@ public struct LoRA {
         let names = file.names
         guard !names.isEmpty else { throw LoRAError("LoRA file \(path) holds no tensors") }
         self.path = path
-        format = names.contains { $0.hasPrefix("lora_unet_") || $0.hasPrefix("lora_te") } ? .kohya : .diffusers
+        format = LoRAFileFormat(keys: names)
+        let codec = LoRAKeyCodec(format)
 
         var problems: [String] = []
-        // Parameter paths per component, and kohya's underscore spelling of each module.
         var params: [String: [String: Tensor]] = [:]
-        var kohyaNames: [String: [String: String]] = [:]
+        var modules: [String: LoRAKeyCodec.Modules] = [:]
         for (name, module) in components {
-            let dict = Dictionary(module.namedParameters(), uniquingKeysWith: { a, _ in a })
-            params[name] = dict
-            var underscored: [String: String] = [:]
-            for key in dict.keys where key.hasSuffix(".weight") {
-                let modulePath = String(key.dropLast(".weight".count))
-                underscored[modulePath.replacingOccurrences(of: ".", with: "_")] = modulePath
-            }
-            kohyaNames[name] = underscored
+            let named = module.namedParameters()
+            params[name] = Dictionary(named, uniquingKeysWith: { a, _ in a })
+            modules[name] = LoRAKeyCodec.Modules(parameterNames: named.map(\.0))
         }
 
         // Group the keys by (component, module path).
         struct Parts { var down: String?; var up: String?; var alpha: String? }
-        var modules: [String: (component: String, module: String, parts: Parts)] = [:]
+        var grouped: [String: (component: String, module: String, parts: Parts)] = [:]
         var order: [String] = []
         for key in names {
-            guard let (component, rawModule, role) = Self.split(key, format: format) else {
+            guard let (component, spelled, role) = codec.split(key) else {
                 problems.append("\(key) (not a LoRA weight this loader knows)"); continue
             }
-            guard let known = params[component] else {
+            guard let known = modules[component] else {
                 problems.append("\(key) (no component '\(component)' in this pipeline)"); continue
             }
-            let module: String
-            if format == .kohya {
-                if component == "unet", ["input_blocks_", "middle_block_", "output_blocks_"].contains(where: rawModule.hasPrefix) {
-                    throw LoRAError("""
-                        LoRA file \(path) uses the original SGM/LDM U-Net layout (\(key)); this layout is not \
-                        supported for KOALA U-Nets, whose block layout differs from SDXL's. Use a LoRA trained \
-                        on this model in diffusers layout (lora_unet_down_blocks_…, or a diffusers/PEFT file).
-                        """)
-                }
-                let table = kohyaNames[component] ?? [:]
-                guard let m = table[rawModule] ?? table["text_model_" + rawModule] else {
-                    problems.append("\(key) (no module \(rawModule) in \(component))"); continue
-                }
-                module = m
-            } else {
-                // transformers 5 leaves CLIPTextModel's `text_model.` level out of module paths.
-                if known[rawModule + ".weight"] != nil { module = rawModule } else if known["text_model." + rawModule + ".weight"] != nil {
-                    module = "text_model." + rawModule
-                } else {
-                    problems.append("\(key) (no module \(rawModule) in \(component))"); continue
-                }
+            if codec.isSGMLayout(component: component, module: spelled) {
+                throw LoRAError("""
+                    LoRA file \(path) uses the original SGM/LDM U-Net layout (\(key)); this layout is not \
+                    supported for KOALA U-Nets, whose block layout differs from SDXL's. Use a LoRA trained \
+                    on this model in diffusers layout (lora_unet_down_blocks_…, or a diffusers/PEFT file).
+                    """)
+            }
+            guard let module = codec.modulePath(spelled, in: known) else {
+                problems.append("\(key) (no module \(spelled) in \(component))"); continue
             }
             let id = "\(component)/\(module)"
-            if modules[id] == nil { modules[id] = (component, module, Parts()); order.append(id) }
+            if grouped[id] == nil { grouped[id] = (component, module, Parts()); order.append(id) }
             switch role {
-            case "down": modules[id]!.parts.down = key
-            case "up": modules[id]!.parts.up = key
-            default: modules[id]!.parts.alpha = key
+            case .down: grouped[id]!.parts.down = key
+            case .up: grouped[id]!.parts.up = key
+            case .alpha: grouped[id]!.parts.alpha = key
             }
         }
 
-        let adapterMetadata = Self.adapterMetadata(file.metadata)
+        let adapterMetadata = try? LoRAAdapterMetadata.read(file.metadata)
         var updates: [Update] = []
         for id in order {
-            let (component, module, parts) = modules[id]!
+            let (component, module, parts) = grouped[id]!
             guard let downKey = parts.down, let upKey = parts.up else {
                 problems.append("\(parts.down ?? parts.up ?? parts.alpha!) (its \(parts.down == nil ? "down/lora_A" : "up/lora_B") weight is missing)")
                 continue
@@ -144,8 +114,8 @@ public struct LoRA {
                 try Self.requireFinite(a, key: alphaKey, path: path)
                 alpha = a.contiguous().data[0]
             } else if let meta = adapterMetadata {
-                alpha = Self.metadataAlpha(meta, component: component, module: module) ?? alpha
-                rsLoRA = (meta["\(component).use_rslora"] as? Bool) ?? false
+                alpha = meta.alpha(component: component, module: module) ?? alpha
+                rsLoRA = meta.usesRSLoRA(component: component)
             }
             let scale = rsLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank)
             updates.append(Update(component: component, parameter: module + ".weight", down: down, up: up, alphaScale: scale))
@@ -176,59 +146,11 @@ public struct LoRA {
         }
     }
 
-    /// (component, module path as written, role) of a key, or nil if it is not a LoRA key.
-    static func split(_ key: String, format: Format) -> (String, String, String)? {
-        let suffixes: [(String, String)]
-        var component: String, rest: Substring
-        if format == .kohya {
-            suffixes = [(".lora_down.weight", "down"), (".lora_up.weight", "up"), (".alpha", "alpha")]
-            let prefixes = [("lora_unet_", "unet"), ("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2"), ("lora_te_", "text_encoder")]
-            guard let (p, c) = prefixes.first(where: { key.hasPrefix($0.0) }) else { return nil }
-            component = c; rest = key.dropFirst(p.count)
-        } else {
-            suffixes = [(".lora_A.weight", "down"), (".lora_B.weight", "up"), (".lora.down.weight", "down"), (".lora.up.weight", "up"),
-                        (".lora_linear_layer.down.weight", "down"), (".lora_linear_layer.up.weight", "up"), (".alpha", "alpha")]
-            guard let dot = key.firstIndex(of: ".") else { return nil }
-            component = String(key[..<dot]); rest = key[key.index(after: dot)...]
-        }
-        for (suffix, role) in suffixes where rest.hasSuffix(suffix) {
-            var module = String(rest.dropLast(suffix.count))
-            // Attention-processor era: `attn1.processor.to_q_lora` is `attn1.to_q`.
-            if format == .diffusers, let r = module.range(of: ".processor.") {
-                let proj = module[r.upperBound...]
-                let mapped = ["to_q_lora": "to_q", "to_k_lora": "to_k", "to_v_lora": "to_v", "to_out_lora": "to_out.0"][String(proj)]
-                guard let mapped else { return nil }
-                module = module[..<r.lowerBound] + "." + mapped
-            }
-            return (component, module, role)
-        }
-        return nil
-    }
-
     /// A NaN or infinity in a LoRA (a diverged training run, a damaged file) would turn
     /// every merged weight it touches non-finite and every picture black.
     static func requireFinite(_ t: Tensor, key: String, path: String) throws {
         guard let bad = t.firstNonFinite() else { return }
         throw LoRAError("LoRA file \(path) is unusable: tensor \(key) holds \(bad.value) at element \(bad.index) (NaN or infinite values; the training run that wrote it diverged, or the file is damaged). Use an earlier checkpoint or retrain")
-    }
-
-    static func adapterMetadata(_ metadata: [String: String]) -> [String: Any]? {
-        guard let json = metadata["lora_adapter_metadata"], let data = json.data(using: .utf8) else { return nil }
-        return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
-    }
-
-    /// PEFT's alpha for a module: `alpha_pattern` entries (matched as module-path suffixes),
-    /// else `lora_alpha`.
-    static func metadataAlpha(_ meta: [String: Any], component: String, module: String) -> Float? {
-        func number(_ v: Any?) -> Float? { (v as? NSNumber).map { $0.floatValue } }
-        if let pattern = meta["\(component).alpha_pattern"] as? [String: Any] {
-            let short = module.hasPrefix("text_model.") ? String(module.dropFirst("text_model.".count)) : module
-            for (k, v) in pattern.sorted(by: { $0.key.count > $1.key.count })
-            where [module, short].contains(where: { $0 == k || $0.hasSuffix("." + k) }) {
-                if let a = number(v) { return a }
-            }
-        }
-        return number(meta["\(component).lora_alpha"])
     }
 }
 

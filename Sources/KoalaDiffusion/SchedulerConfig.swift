@@ -127,7 +127,7 @@ public struct SchedulerConfig: Sendable, Equatable, Codable {
         try self.init(json: try BoundedFile.read(url.path, limit: BoundedFile.textLimit))
     }
 
-    private struct Key: CodingKey {
+    fileprivate struct Key: CodingKey {
         var stringValue: String
         var intValue: Int? { nil }
         init(_ s: String) { stringValue = s }
@@ -135,68 +135,54 @@ public struct SchedulerConfig: Sendable, Equatable, Codable {
         init?(intValue: Int) { nil }
     }
 
+    /// Every key this project reads, once: its diffusers name, the property it sets and the
+    /// check its value must pass. Decoding and encoding both walk this table, in this order.
+    private static var fields: [Field] {
+        [
+            Field("_class_name", \.className, expected: "a string"),
+            Field("num_train_timesteps", \.numTrainTimesteps) { v, _ in v >= 2 ? nil : "must be at least 2, got \(v)" },
+            Field("beta_start", \.betaStart),
+            Field("beta_end", \.betaEnd),
+            Field("beta_schedule", \.betaSchedule),
+            Field("trained_betas", \.trainedBetas) { v, config in
+                guard let v, v.count != config.numTrainTimesteps else { return nil }
+                return "has \(v.count) values; num_train_timesteps is \(config.numTrainTimesteps)"
+            },
+            Field("prediction_type", \.predictionType),
+            Field("timestep_spacing", \.timestepSpacing),
+            Field("steps_offset", \.stepsOffset),
+            Field("rescale_betas_zero_snr", \.rescaleBetasZeroSNR),
+            Field("use_karras_sigmas", \.useKarrasSigmas),
+            Field("sigma_min", \.sigmaMin),
+            Field("sigma_max", \.sigmaMax),
+            Field("final_sigmas_type", \.finalSigmasType),
+            Field("clip_sample", \.clipSample),
+            Field("clip_sample_range", \.clipSampleRange),
+            Field("set_alpha_to_one", \.setAlphaToOne),
+            Field("solver_order", \.solverOrder),
+            Field("algorithm_type", \.algorithmType),
+            Field("solver_type", \.solverType),
+            Field("lower_order_final", \.lowerOrderFinal),
+            Field("euler_at_final", \.eulerAtFinal),
+            Field("lambda_min_clipped", \.lambdaMinClipped),
+            Field("variance_type", \.varianceType),
+            Field("interpolation_type", \.interpolationType),
+            Field("timestep_type", \.timestepType),
+            Field("thresholding", \.thresholding),
+            Field("use_exponential_sigmas", \.useExponentialSigmas),
+            Field("use_beta_sigmas", \.useBetaSigmas),
+            Field("use_lu_lambdas", \.useLuLambdas),
+            Field("use_flow_sigmas", \.useFlowSigmas),
+            Field("use_dynamic_shifting", \.useDynamicShifting),
+        ]
+    }
+
+    /// Absent keys keep the defaults declared above, as diffusers' `from_config` keeps the
+    /// scheduler's own argument defaults.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: Key.self)
-        // Null counts as absent: diffusers writes null for unset optional arguments.
-        func get<T: Decodable>(_ key: String, _ type: T.Type, _ expected: String) throws -> T? {
-            let k = Key(key)
-            guard c.contains(k), !((try? c.decodeNil(forKey: k)) ?? false) else { return nil }
-            do { return try c.decode(T.self, forKey: k) } catch {
-                throw SchedulerConfigError.invalid(key, "must be \(expected)")
-            }
-        }
-        func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ type: E.Type) throws -> E? where E.RawValue == String {
-            guard let raw = try get(key, String.self, "a string") else { return nil }
-            guard let v = E(rawValue: raw) else {
-                throw SchedulerConfigError.unsupported(key, "\"\(raw)\"", supported: E.allCases.map(\.rawValue))
-            }
-            return v
-        }
-        className = try get("_class_name", String.self, "a string")
-        if let v = try get("num_train_timesteps", Int.self, "an integer") {
-            guard v >= 2 else { throw SchedulerConfigError.invalid("num_train_timesteps", "must be at least 2, got \(v)") }
-            numTrainTimesteps = v
-        }
-        if let v = try get("beta_start", Double.self, "a number") { betaStart = v }
-        if let v = try get("beta_end", Double.self, "a number") { betaEnd = v }
-        if let v = try choice("beta_schedule", BetaSchedule.self) { betaSchedule = v }
-        trainedBetas = try get("trained_betas", [Double].self, "null or a list of numbers")
-        if let t = trainedBetas, t.count != numTrainTimesteps {
-            throw SchedulerConfigError.invalid("trained_betas", "has \(t.count) values; num_train_timesteps is \(numTrainTimesteps)")
-        }
-        if let raw = try get("prediction_type", String.self, "a string") {
-            // Euler accepts `original_sample` as a synonym of `sample`.
-            guard let v = PredictionType(rawValue: raw == "original_sample" ? "sample" : raw) else {
-                throw SchedulerConfigError.unsupported("prediction_type", "\"\(raw)\"",
-                                                       supported: PredictionType.allCases.map(\.rawValue))
-            }
-            predictionType = v
-        }
-        if let v = try choice("timestep_spacing", TimestepSpacing.self) { timestepSpacing = v }
-        if let v = try get("steps_offset", Int.self, "an integer") { stepsOffset = v }
-        if let v = try get("rescale_betas_zero_snr", Bool.self, "true or false") { rescaleBetasZeroSNR = v }
-        if let v = try get("use_karras_sigmas", Bool.self, "true or false") { useKarrasSigmas = v }
-        sigmaMin = try get("sigma_min", Double.self, "null or a number")
-        sigmaMax = try get("sigma_max", Double.self, "null or a number")
-        if let v = try choice("final_sigmas_type", FinalSigmasType.self) { finalSigmasType = v }
-        if let v = try get("clip_sample", Bool.self, "true or false") { clipSample = v }
-        if let v = try get("clip_sample_range", Double.self, "a number") { clipSampleRange = v }
-        if let v = try get("set_alpha_to_one", Bool.self, "true or false") { setAlphaToOne = v }
-        if let v = try get("solver_order", Int.self, "an integer") { solverOrder = v }
-        if let v = try get("algorithm_type", String.self, "a string") { algorithmType = v }
-        if let v = try get("solver_type", String.self, "a string") { solverType = v }
-        if let v = try get("lower_order_final", Bool.self, "true or false") { lowerOrderFinal = v }
-        if let v = try get("euler_at_final", Bool.self, "true or false") { eulerAtFinal = v }
-        if let v = try get("lambda_min_clipped", Double.self, "a number") { lambdaMinClipped = v }
-        varianceType = try get("variance_type", String.self, "null or a string")
-        if let v = try get("interpolation_type", String.self, "a string") { interpolationType = v }
-        if let v = try get("timestep_type", String.self, "a string") { timestepType = v }
-        if let v = try get("thresholding", Bool.self, "true or false") { thresholding = v }
-        if let v = try get("use_exponential_sigmas", Bool.self, "true or false") { useExponentialSigmas = v }
-        if let v = try get("use_beta_sigmas", Bool.self, "true or false") { useBetaSigmas = v }
-        if let v = try get("use_lu_lambdas", Bool.self, "true or false") { useLuLambdas = v }
-        if let v = try get("use_flow_sigmas", Bool.self, "true or false") { useFlowSigmas = v }
-        if let v = try get("use_dynamic_shifting", Bool.self, "true or false") { useDynamicShifting = v }
+        self.init()
+        for field in Self.fields { try field.decode(&self, c) }
         if !(betaStart > 0 && betaEnd > 0 && betaStart < 1 && betaEnd < 1) && trainedBetas == nil
             && betaSchedule != .squaredcosCapV2 {
             throw SchedulerConfigError.invalid("beta_start", "and beta_end must lie in (0, 1), got \(betaStart) and \(betaEnd)")
@@ -205,50 +191,117 @@ public struct SchedulerConfig: Sendable, Equatable, Codable {
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: Key.self)
-        func put<T: Encodable>(_ key: String, _ v: T?) throws { if let v { try c.encode(v, forKey: Key(key)) } }
-        try put("_class_name", className)
-        try put("num_train_timesteps", numTrainTimesteps)
-        try put("beta_start", betaStart)
-        try put("beta_end", betaEnd)
-        try put("beta_schedule", betaSchedule.rawValue)
-        try put("trained_betas", trainedBetas)
-        try put("prediction_type", predictionType.rawValue)
-        try put("timestep_spacing", timestepSpacing.rawValue)
-        try put("steps_offset", stepsOffset)
-        try put("rescale_betas_zero_snr", rescaleBetasZeroSNR)
-        try put("use_karras_sigmas", useKarrasSigmas)
-        try put("sigma_min", sigmaMin)
-        try put("sigma_max", sigmaMax)
-        try put("final_sigmas_type", finalSigmasType.rawValue)
-        try put("clip_sample", clipSample)
-        try put("clip_sample_range", clipSampleRange)
-        try put("set_alpha_to_one", setAlphaToOne)
-        try put("solver_order", solverOrder)
-        try put("algorithm_type", algorithmType)
-        try put("solver_type", solverType)
-        try put("lower_order_final", lowerOrderFinal)
-        try put("euler_at_final", eulerAtFinal)
-        if lambdaMinClipped.isFinite { try put("lambda_min_clipped", lambdaMinClipped) }
-        try put("variance_type", varianceType)
-        try put("interpolation_type", interpolationType)
-        try put("timestep_type", timestepType)
-        try put("thresholding", thresholding)
-        try put("use_exponential_sigmas", useExponentialSigmas)
-        try put("use_beta_sigmas", useBetaSigmas)
-        try put("use_lu_lambdas", useLuLambdas)
-        try put("use_flow_sigmas", useFlowSigmas)
-        try put("use_dynamic_shifting", useDynamicShifting)
+        for field in Self.fields { try field.encode(self, &c) }
     }
 
     /// Errors for options that no sampler here implements, named by key.
     func checkNeutral(_ keys: [String]) throws {
-        let flags: [String: Bool] = [
-            "thresholding": thresholding, "use_exponential_sigmas": useExponentialSigmas,
-            "use_beta_sigmas": useBetaSigmas, "use_lu_lambdas": useLuLambdas,
-            "use_flow_sigmas": useFlowSigmas, "use_dynamic_shifting": useDynamicShifting,
-        ]
-        for key in keys where flags[key] == true {
+        for key in keys where Self.fields.first(where: { $0.name == key })?.isTrue(self) == true {
             throw SchedulerConfigError.invalid(key, "= true is not supported (no sampler here implements it); set it to false")
         }
     }
+}
+
+/// One row of `SchedulerConfig.fields`.
+private struct Field {
+    let name: String
+    let decode: (inout SchedulerConfig, KeyedDecodingContainer<SchedulerConfig.Key>) throws -> Void
+    let encode: (SchedulerConfig, inout KeyedEncodingContainer<SchedulerConfig.Key>) throws -> Void
+    /// Whether the key holds `true` (for `checkNeutral`).
+    let isTrue: (SchedulerConfig) -> Bool
+
+    /// `expected` replaces the type's wording in errors; `check` returns what is wrong with a
+    /// decoded value (given the keys decoded before it), or nil.
+    init<V: SchedulerConfigValue>(_ name: String, _ path: WritableKeyPath<SchedulerConfig, V>, expected: String? = nil,
+                                  check: ((V, SchedulerConfig) -> String?)? = nil) {
+        self.name = name
+        let key = SchedulerConfig.Key(name)
+        decode = { config, c in
+            guard let v = try V.decode(c, key, expected: expected ?? V.expected) else { return }
+            if let problem = check?(v, config) { throw SchedulerConfigError.invalid(name, problem) }
+            config[keyPath: path] = v
+        }
+        encode = { config, c in try config[keyPath: path].encode(into: &c, key) }
+        isTrue = { ($0[keyPath: path] as? Bool) == true }
+    }
+}
+
+/// A type a scheduler config key holds, and how it reads from and writes to the JSON.
+private protocol SchedulerConfigValue: Codable {
+    /// What the JSON must hold, for errors ("an integer").
+    static var expected: String { get }
+    /// The value at `key`; nil when absent or null (diffusers writes null for unset optional
+    /// arguments), which keeps the default.
+    static func decode(_ c: KeyedDecodingContainer<SchedulerConfig.Key>, _ key: SchedulerConfig.Key,
+                       expected: String) throws -> Self?
+    func encode(into c: inout KeyedEncodingContainer<SchedulerConfig.Key>, _ key: SchedulerConfig.Key) throws
+}
+
+extension SchedulerConfigValue {
+    static func decode(_ c: KeyedDecodingContainer<SchedulerConfig.Key>, _ key: SchedulerConfig.Key,
+                       expected: String) throws -> Self? {
+        guard c.contains(key), !((try? c.decodeNil(forKey: key)) ?? false) else { return nil }
+        do { return try c.decode(Self.self, forKey: key) } catch {
+            throw SchedulerConfigError.invalid(key.stringValue, "must be \(expected)")
+        }
+    }
+
+    func encode(into c: inout KeyedEncodingContainer<SchedulerConfig.Key>, _ key: SchedulerConfig.Key) throws {
+        try c.encode(self, forKey: key)
+    }
+}
+
+extension Int: SchedulerConfigValue { fileprivate static var expected: String { "an integer" } }
+extension String: SchedulerConfigValue { fileprivate static var expected: String { "a string" } }
+extension Bool: SchedulerConfigValue { fileprivate static var expected: String { "true or false" } }
+extension Array: SchedulerConfigValue where Element == Double { fileprivate static var expected: String { "a list of numbers" } }
+
+extension Double: SchedulerConfigValue {
+    fileprivate static var expected: String { "a number" }
+
+    /// JSON has no infinities: `lambda_min_clipped = -inf` (diffusers' default) is left out.
+    fileprivate func encode(into c: inout KeyedEncodingContainer<SchedulerConfig.Key>, _ key: SchedulerConfig.Key) throws {
+        if isFinite { try c.encode(self, forKey: key) }
+    }
+}
+
+extension Optional: SchedulerConfigValue where Wrapped: SchedulerConfigValue {
+    fileprivate static var expected: String { "null or " + Wrapped.expected }
+
+    fileprivate static func decode(_ c: KeyedDecodingContainer<SchedulerConfig.Key>, _ key: SchedulerConfig.Key,
+                                   expected: String) throws -> Self? {
+        try Wrapped.decode(c, key, expected: expected).map { .some($0) }
+    }
+
+    fileprivate func encode(into c: inout KeyedEncodingContainer<SchedulerConfig.Key>, _ key: SchedulerConfig.Key) throws {
+        try self?.encode(into: &c, key)
+    }
+}
+
+/// A key whose string names one of a set of choices.
+private protocol SchedulerConfigChoice: SchedulerConfigValue, RawRepresentable<String>, CaseIterable {
+    /// The choice a config spelling names.
+    static func named(_ raw: String) -> Self?
+}
+
+extension SchedulerConfigChoice {
+    fileprivate static var expected: String { String.expected }
+    fileprivate static func named(_ raw: String) -> Self? { Self(rawValue: raw) }
+
+    fileprivate static func decode(_ c: KeyedDecodingContainer<SchedulerConfig.Key>, _ key: SchedulerConfig.Key,
+                                   expected: String) throws -> Self? {
+        guard let raw = try String.decode(c, key, expected: expected) else { return nil }
+        guard let v = named(raw) else {
+            throw SchedulerConfigError.unsupported(key.stringValue, "\"\(raw)\"", supported: allCases.map(\.rawValue))
+        }
+        return v
+    }
+}
+
+extension BetaSchedule: SchedulerConfigChoice {}
+extension TimestepSpacing: SchedulerConfigChoice {}
+extension FinalSigmasType: SchedulerConfigChoice {}
+extension PredictionType: SchedulerConfigChoice {
+    /// Euler accepts `original_sample` as a synonym of `sample`.
+    fileprivate static func named(_ raw: String) -> PredictionType? { PredictionType(rawValue: raw == "original_sample" ? "sample" : raw) }
 }

@@ -177,8 +177,9 @@ extension SubjectStore {
     // MARK: Errors of a full disk or a read-only directory
 
     /// Free bytes on the file system holding `url` for this user (root may use the
-    /// reserved blocks too), or nil if unknown.
-    static func availableBytes(_ url: URL) -> Int64? {
+    /// reserved blocks too), or nil if unknown. The one measure of free space: the
+    /// full-disk errors here and generation's check of its output folder use it.
+    public static func availableBytes(_ url: URL) -> Int64? {
         var s = statvfs()
         guard statvfs(url.path, &s) == 0 else { return nil }
         return Int64(getuid() == 0 ? s.f_bfree : s.f_bavail) * Int64(s.f_frsize)

@@ -24,13 +24,9 @@ public enum CheckpointRetention {
     /// named `<name>-stepNNNNNN` or `<name>-stepNNNNNN.<extensions>` (files or folders).
     /// Validation images live in a subfolder and are not among them.
     public static func files(ofStep step: Int, in directory: URL) -> [URL] {
-        let tag = String(format: "-step%06d", step)
+        let checkpoint = CheckpointName(step: step)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.sorted().filter { name in
-            guard let r = name.range(of: tag), r.lowerBound > name.startIndex else { return false }
-            let rest = name[r.upperBound...]
-            return rest.isEmpty || rest.hasPrefix(".")
-        }.map { directory.appendingPathComponent($0) }
+        return names.sorted().filter(checkpoint.names).map { directory.appendingPathComponent($0) }
     }
 
     /// Deletes the checkpoint's files (what a run without a store does).

@@ -79,10 +79,10 @@ public struct TrainingError: Error, CustomStringConvertible {
 /// DreamBooth training of an SDXL-family U-Net on cached latents: LoRA adapters
 /// (optionally on both text encoders too) or every U-Net weight (`model.train = "full"`).
 ///
-/// `init` loads the model, encodes the photos once with the VAE, and either caches the
-/// instance prompt's embeddings or keeps the text encoders with adapters
-/// (`TrainingPromptEncoder`); `train` runs the optimizer loop, calling back with progress
-/// and after every checkpoint.
+/// `init` takes a loaded pipeline (or loads one from a folder), encodes the photos once
+/// with the VAE, and either caches the instance prompt's embeddings or keeps the text
+/// encoders with adapters (`TrainingPromptEncoder`); `train` runs the optimizer loop,
+/// calling back with progress and after every checkpoint.
 public final class DreamBoothTrainer {
     public let recipe: TrainingRecipe
     public let unet: UNet2DConditionModel
@@ -104,13 +104,33 @@ public final class DreamBoothTrainer {
     /// Draws the `[validation]` images; nil without validation prompts.
     public private(set) var validator: ValidationSampler?
 
-    /// Loads the diffusers folder at `modelPath` and caches the training inputs.
+    /// Loads the diffusers folder at `modelPath` and trains it: `init(recipe:pipeline:…)`
+    /// with the folder's pipeline and its `unet/config.json`, which is released (but for
+    /// what training keeps) when this returns.
+    public convenience init(recipe: TrainingRecipe, modelPath: String, images: [TrainingImage], instancePrompt: String,
+                            classImages: ClassImageRequest? = nil, validation: ValidationTexts? = nil) throws {
+        let pipeline = try StableDiffusionXLPipeline.load(from: modelPath)
+        let config = recipe.model.train == .full
+            ? try Data(contentsOf: PipelineFolder(path: modelPath).directory("unet").appendingPathComponent("config.json")) : nil
+        try self.init(recipe: recipe, pipeline: pipeline, unetConfigJSON: config, images: images, instancePrompt: instancePrompt,
+                      classImages: classImages, validation: validation)
+    }
+
+    /// Trains a loaded pipeline and caches the training inputs.
+    ///
+    /// The trainer takes the pipeline over: it attaches adapters to its U-Net (and text
+    /// encoders), trains its weights in place and, in bf16, converts its frozen weights.
+    /// Give each trainer a pipeline of its own, and drop yours so that the parts training
+    /// does not keep (VAE encoder, frozen text encoders) leave memory.
     ///
     /// - Parameters:
+    ///   - unetConfigJSON: the U-Net's `config.json` as its folder holds it, written into
+    ///     each checkpoint of a full fine-tune; nil writes `unet.config` as JSON.
     ///   - classImages: where prior preservation caches its class images (needed when
     ///     `prior.enabled`; missing ones are generated here by the base model).
     ///   - validation: the recipe's validation prompts with the subject's words filled in.
-    public init(recipe: TrainingRecipe, modelPath: String, images: [TrainingImage], instancePrompt: String,
+    public init(recipe: TrainingRecipe, pipeline: StableDiffusionXLPipeline, unetConfigJSON: Data? = nil,
+                images: [TrainingImage], instancePrompt: String,
                 classImages: ClassImageRequest? = nil, validation: ValidationTexts? = nil) throws {
         guard !recipe.prior.enabled || classImages != nil else {
             throw TrainingError("prior.enabled = true needs a class-image folder (ClassImageRequest)")
@@ -121,7 +141,6 @@ public final class DreamBoothTrainer {
         // class images, validation and the steps.
         Precision.compute = recipe.model.precision.resolved()
 
-        let pipeline = try StableDiffusionXLPipeline.load(from: modelPath)
         // bf16: once every trainable weight is marked (both exits below), the frozen ones
         // are held in bf16; the adapters and a full fine-tune's U-Net stay float32.
         defer {
@@ -156,16 +175,15 @@ public final class DreamBoothTrainer {
         if let validation, !validation.prompts.isEmpty {
             validator = try ValidationSampler(recipe: recipe, texts: validation, pipeline: pipeline)
         }
-        // The pipeline (and with it the VAE encoder, and the text encoders unless they are
-        // trained) is released when `init` returns: only the U-Net and, for validation, the
-        // VAE decoder are kept.
+        // Only the U-Net and, for validation, the VAE decoder are kept (and the text
+        // encoders when they are trained): the rest of the pipeline is not referenced.
         let l = recipe.model.lora
         let loraConfig = LoRAConfig(rank: l.rank, alpha: Float(l.effectiveAlpha), dropout: Float(l.dropout))
         let trainTextEncoders = recipe.model.train == .lora && l.textEncoders
         prompts = try TrainingPromptEncoder(pipeline: pipeline, prompts: [instancePrompt] + (prior.map { [$0.prompt] } ?? []), lora: trainTextEncoders ? loraConfig : nil,
                                             seed: recipe.train.seed)
         if recipe.model.train == .full {
-            let config = try Data(contentsOf: PipelineFolder(path: modelPath).directory("unet").appendingPathComponent("config.json"))
+            let config = try unetConfigJSON ?? Self.json(pipeline.unet.config)
             lora = nil
             weights = FullUNetWeights(unet: unet, configJSON: config)
             return
@@ -184,6 +202,12 @@ public final class DreamBoothTrainer {
                                        seed: recipe.train.seed)
         lora = unetLoRA
         weights = LoRAWeights(networks: [unetLoRA] + prompts.loraNetworks, format: recipe.checkpoint.format)
+    }
+
+    private static func json(_ config: UNet2DConditionConfig) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(config)
     }
 
     /// The image flipped left to right. Its crop is then the mirrored window of the flipped
@@ -437,14 +461,14 @@ public final class DreamBoothTrainer {
     private func saveCheckpoint(_ state: TrainingCheckpointState, optimizer: any Optimizer,
                                 directory: URL) throws -> TrainingCheckpointState {
         var state = state
-        let tag = String(format: "step%06d", state.step)
-        try weights.save(tag: tag, into: directory, state: &state)
-        state.optimizerFile = "optimizer-\(tag).safetensors"
+        let name = CheckpointName(step: state.step)
+        try weights.save(tag: name.tag, into: directory, state: &state)
+        state.optimizerFile = name.optimizerFile
         try DurableWrite.file(directory.appendingPathComponent(state.optimizerFile)) { try optimizer.stateDict().save(to: $0.path) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let json = try encoder.encode(state)
-        try DurableWrite.file(directory.appendingPathComponent("state-\(tag).json")) { try json.write(to: $0) }
+        try DurableWrite.file(directory.appendingPathComponent(name.stateFile)) { try json.write(to: $0) }
         return state
     }
 
@@ -454,7 +478,7 @@ public final class DreamBoothTrainer {
                                 kohya: state.kohyaFile.map(directory.appendingPathComponent),
                                 unet: state.unetFolder.map(directory.appendingPathComponent),
                                 optimizerState: directory.appendingPathComponent(state.optimizerFile),
-                                state: directory.appendingPathComponent(String(format: "state-step%06d.json", state.step)))
+                                state: directory.appendingPathComponent(CheckpointName(step: state.step).stateFile))
     }
 
     /// Draws the validation images with the weights as trained so far (dropout off);
@@ -478,9 +502,7 @@ public final class DreamBoothTrainer {
     public static func checkpointStates(in directory: URL) -> [(step: Int, url: URL)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         return names.compactMap { name -> (Int, URL)? in
-            guard name.hasPrefix("state-step"), name.hasSuffix(".json"),
-                  let s = Int(name.dropFirst("state-step".count).dropLast(".json".count)) else { return nil }
-            return (s, directory.appendingPathComponent(name))
+            CheckpointName.step(ofStateFile: name).map { ($0, directory.appendingPathComponent(name)) }
         }.sorted { $0.0 < $1.0 }
     }
 

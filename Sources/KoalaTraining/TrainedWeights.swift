@@ -46,11 +46,11 @@ public final class LoRAWeights: TrainedWeights {
     public func save(tag: String, into directory: URL, state: inout TrainingCheckpointState) throws {
         if format != .kohya {
             state.loraFile = "lora-\(tag).safetensors"
-            try DurableWrite.file(directory.appendingPathComponent(state.loraFile!)) { try LoRAFile.write(networks, to: $0.path, format: .diffusers) }
+            try DurableWrite.file(directory.appendingPathComponent(state.loraFile!)) { try LoRAFile(networks).write(to: $0.path, format: .diffusers) }
         }
         if format != .diffusers {
             state.kohyaFile = "lora-\(tag).kohya.safetensors"
-            try DurableWrite.file(directory.appendingPathComponent(state.kohyaFile!)) { try LoRAFile.write(networks, to: $0.path, format: .kohya) }
+            try DurableWrite.file(directory.appendingPathComponent(state.kohyaFile!)) { try LoRAFile(networks).write(to: $0.path, format: .kohya) }
         }
     }
 

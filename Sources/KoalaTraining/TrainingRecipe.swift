@@ -1,15 +1,14 @@
 import Foundation
 import KoalaDiffusion
 import KoalaTensor
-import TOMLKit
 
 /// Everything that decides a DreamBooth run besides the base model and the photos: read
 /// from a TOML recipe (`recipes/*.toml`, every key documented in `recipes/README.md`).
 ///
-/// Keys missing from a recipe take the defaults below. Unknown keys, values of the wrong
-/// type and values out of range are errors that name the full key path
-/// (`optim.learning_rate must be > 0, got -1`). The Codable form uses the TOML key names,
-/// so a JSON snapshot of a recipe reads like the recipe.
+/// Keys missing from a recipe take the defaults below; each key's TOML name and checks are
+/// in its row of RecipeKeys.swift. Unknown keys, values of the wrong type and values out of
+/// range are errors that name the full key path (`optim.learning_rate must be > 0, got -1`).
+/// The Codable form uses the TOML key names, so a JSON snapshot of a recipe reads like the recipe.
 public struct TrainingRecipe: Codable, Sendable, Equatable {
     /// `[data]`: how photos become training examples.
     public var data = DataSection()
@@ -28,10 +27,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
 
     /// A recipe with every default.
     public init() {}
-
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case data, prior, model, optim, train, checkpoint, validation
-    }
 
     /// Which weights a run trains.
     public enum TrainMode: String, Codable, Sendable, CaseIterable {
@@ -88,15 +83,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
 
         public init() {}
 
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case resolution
-            case centerCrop = "center_crop"
-            case randomFlip = "random_flip"
-            case aspectBuckets = "aspect_buckets"
-            case instancePrompt = "instance_prompt"
-            case latents
-        }
-
         /// `instancePrompt` with the subject's identifier token and class noun filled in.
         public func instancePrompt(token: String, className: String) -> String {
             TrainingRecipe.fill(instancePrompt, token: token, className: className)
@@ -120,15 +106,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
 
         public init() {}
 
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case enabled
-            case classPrompt = "class_prompt"
-            case numClassImages = "num_class_images"
-            case priorLossWeight = "prior_loss_weight"
-            case generationSteps = "generation_steps"
-            case generationGuidance = "generation_guidance"
-        }
-
         /// `classPrompt` with the subject's class noun filled in.
         public func classPrompt(className: String) -> String {
             TrainingRecipe.fill(classPrompt, token: "", className: className)
@@ -150,11 +127,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
 
         public init() {}
 
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case rank, alpha, dropout, targets
-            case textEncoders = "text_encoders"
-        }
-
         /// `alpha`, or `rank` when it is not set.
         public var effectiveAlpha: Double { alpha ?? Double(rank) }
     }
@@ -173,12 +145,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
 
         public init() {}
 
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case train
-            case gradientCheckpointing = "gradient_checkpointing"
-            case precision
-            case lora
-        }
     }
 
     /// `[optim]` keys.
@@ -198,16 +164,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
         public var warmupSteps = 0
 
         public init() {}
-
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case optimizer
-            case learningRate = "learning_rate"
-            case betas, eps
-            case weightDecay = "weight_decay"
-            case maxGradNorm = "max_grad_norm"
-            case lrScheduler = "lr_scheduler"
-            case warmupSteps = "warmup_steps"
-        }
 
         /// The optimizer this section describes, at the base learning rate.
         public func makeOptimizer() -> any Optimizer {
@@ -245,18 +201,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
 
         public init() {}
 
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case batchSize = "batch_size"
-            case gradientAccumulation = "gradient_accumulation"
-            case maxSteps = "max_steps"
-            case seed, rng
-            case predictionType = "prediction_type"
-            case minSNRGamma = "min_snr_gamma"
-            case noiseOffset = "noise_offset"
-            case logEvery = "log_every"
-            case lossSmoothing = "loss_smoothing"
-        }
-
         /// Examples seen per optimizer step.
         public var effectiveBatchSize: Int { batchSize * gradientAccumulation }
     }
@@ -272,11 +216,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
 
         public init() {}
 
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case every
-            case keepLast = "keep_last"
-            case format
-        }
     }
 
     /// `[validation]` keys.
@@ -298,14 +237,6 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
 
         public init() {}
 
-        enum CodingKeys: String, CodingKey, CaseIterable {
-            case prompts
-            case negativePrompt = "negative_prompt"
-            case every, steps, scheduler, karras, guidance, seed
-            case imagesPerPrompt = "images_per_prompt"
-            case timestepSpacing = "timestep_spacing"
-        }
-
         /// `prompts` with the subject's identifier token and class noun filled in.
         public func prompts(token: String, className: String) -> [String] {
             prompts.map { TrainingRecipe.fill($0, token: token, className: className) }
@@ -322,650 +253,6 @@ extension OptimizerKind: Codable {}
 extension LRScheduleKind: Codable {}
 extension RNGKind: Codable {}
 extension SchedulerKind: Codable {}
-
-// MARK: - Errors
-
-/// A recipe that cannot be used, with the key at fault and how to fix it.
-public indirect enum RecipeError: Error, Equatable, CustomStringConvertible {
-    /// No file at the path.
-    case fileNotFound(path: String)
-    /// The file exists but cannot be read as UTF-8 text.
-    case unreadable(path: String, reason: String)
-    /// Not TOML; `line` and `column` are 1-based, from TOMLKit's parser.
-    case syntax(source: String, line: Int, column: Int, reason: String)
-    /// A key no section knows; `suggestion` is the closest known key.
-    case unknownKey(key: String, allowed: [String], suggestion: String?)
-    /// A value of another TOML type than the key takes.
-    case wrongType(key: String, expected: String, got: String)
-    /// A number or list outside the key's allowed range.
-    case outOfRange(key: String, requirement: String, got: String)
-    /// A string that is not one of the key's choices.
-    case notOneOf(key: String, allowed: [String], got: String)
-    /// A value that contradicts another key.
-    case conflict(key: String, reason: String)
-    /// An error in the recipe file at `path`.
-    case inFile(path: String, RecipeError)
-    /// An error caused by a command-line override.
-    case override(flag: String, RecipeError)
-
-    /// The full key path at fault (`optim.learning_rate`), nil for file errors.
-    public var key: String? {
-        switch self {
-        case .fileNotFound, .unreadable, .syntax: nil
-        case .unknownKey(let k, _, _), .wrongType(let k, _, _), .outOfRange(let k, _, _),
-             .notOneOf(let k, _, _), .conflict(let k, _): k
-        case .inFile(_, let e), .override(_, let e): e.key
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .fileNotFound(let path):
-            return "recipe file '\(path)' does not exist; pass the path of a TOML recipe such as recipes/koala-700m-lora-cpu.toml"
-        case .unreadable(let path, let reason):
-            return "cannot read recipe file '\(path)': \(reason)"
-        case .syntax(let source, let line, let column, let reason):
-            return "\(source):\(line):\(column): not valid TOML: \(reason)"
-        case .unknownKey(let key, let allowed, let suggestion):
-            let hint = suggestion.map { "; did you mean '\($0)'?" } ?? ""
-            return "unknown key '\(key)'\(hint) (allowed here: \(allowed.joined(separator: ", ")); see recipes/README.md)"
-        case .wrongType(let key, let expected, let got):
-            return "\(key) must be \(expected), got \(got)"
-        case .outOfRange(let key, let requirement, let got):
-            return "\(key) must be \(requirement), got \(got)"
-        case .notOneOf(let key, let allowed, let got):
-            return "\(key) must be one of \(allowed.map { "\"\($0)\"" }.joined(separator: ", ")); got \(got)"
-        case .conflict(let key, let reason):
-            return "\(key): \(reason)"
-        case .inFile(let path, let error):
-            return "\(path): \(error)"
-        case .override(let flag, let error):
-            return "\(flag): \(error)"
-        }
-    }
-}
-
-// MARK: - Reading TOML
-
-extension TrainingRecipe {
-    /// Parses and validates a recipe; `source` names it in syntax errors.
-    public static func parse(toml text: String, source: String = "recipe") throws -> TrainingRecipe {
-        let root: TOMLTable
-        do {
-            root = try TOMLTable(string: text)
-        } catch let e as TOMLParseError {
-            throw RecipeError.syntax(source: source, line: e.source.begin.line, column: e.source.begin.column,
-                                     reason: e.description)
-        }
-        var r = TrainingRecipe()
-        let top = try TableReader(root, path: "", keys: CodingKeys.allCases.map(\.rawValue))
-        if let t = try top.table("data", keys: DataSection.CodingKeys.allCases.map(\.rawValue)) { try r.data.read(t) }
-        if let t = try top.table("prior", keys: PriorSection.CodingKeys.allCases.map(\.rawValue)) { try r.prior.read(t) }
-        if let t = try top.table("model", keys: ModelSection.CodingKeys.allCases.map(\.rawValue)) { try r.model.read(t) }
-        if let t = try top.table("optim", keys: OptimSection.CodingKeys.allCases.map(\.rawValue)) { try r.optim.read(t) }
-        if let t = try top.table("train", keys: TrainSection.CodingKeys.allCases.map(\.rawValue)) { try r.train.read(t) }
-        if let t = try top.table("checkpoint", keys: CheckpointSection.CodingKeys.allCases.map(\.rawValue)) {
-            try r.checkpoint.read(t)
-        }
-        if let t = try top.table("validation", keys: ValidationSection.CodingKeys.allCases.map(\.rawValue)) {
-            try r.validation.read(t)
-        }
-        try r.validate()
-        return r
-    }
-
-    /// Reads, parses and validates the recipe file at `path`; errors name the file.
-    public static func load(path: String) throws -> TrainingRecipe {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw RecipeError.fileNotFound(path: path)
-        }
-        if isDirectory.boolValue {
-            throw RecipeError.unreadable(path: path, reason: "it is a directory, not a .toml file")
-        }
-        let bytes: Foundation.Data
-        do {
-            bytes = try BoundedFile.read(path, limit: BoundedFile.textLimit)
-        } catch {
-            throw RecipeError.unreadable(path: path, reason: error.localizedDescription)
-        }
-        guard let text = String(data: bytes, encoding: .utf8) else {
-            throw RecipeError.unreadable(path: path, reason: "not UTF-8 text (a TOML recipe is a text file)")
-        }
-        do {
-            return try parse(toml: text, source: path)
-        } catch let e as RecipeError {
-            if case .syntax = e { throw e }
-            throw RecipeError.inFile(path: path, e)
-        }
-    }
-}
-
-/// One TOML table with its key path; rejects unknown keys on creation.
-private struct TableReader {
-    let table: TOMLTable
-    let path: String
-
-    init(_ table: TOMLTable, path: String, keys: [String]) throws {
-        self.table = table
-        self.path = path
-        for k in table.keys.sorted() where !keys.contains(k) {
-            throw RecipeError.unknownKey(key: Self.join(path, k), allowed: keys, suggestion: closest(to: k, in: keys))
-        }
-    }
-
-    static func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
-
-    func key(_ k: String) -> String { Self.join(path, k) }
-
-    private func typeError(_ k: String, _ expected: String, _ v: TOMLValueConvertible) -> RecipeError {
-        .wrongType(key: key(k), expected: expected, got: describe(v))
-    }
-
-    func table(_ k: String, keys: [String]) throws -> TableReader? {
-        guard let v = table[k] else { return nil }
-        guard let t = v.table else { throw typeError(k, "a table ([\(key(k))])", v) }
-        return try TableReader(t, path: key(k), keys: keys)
-    }
-
-    func bool(_ k: String) throws -> Bool? {
-        guard let v = table[k] else { return nil }
-        guard let b = v.bool else { throw typeError(k, "true or false", v) }
-        return b
-    }
-
-    func int(_ k: String) throws -> Int? {
-        guard let v = table[k] else { return nil }
-        guard let i = v.int else { throw typeError(k, "an integer", v) }
-        return i
-    }
-
-    /// A non-negative integer as UInt64 (seeds).
-    func seed(_ k: String) throws -> UInt64? {
-        guard let i = try int(k) else { return nil }
-        guard i >= 0 else { throw RecipeError.outOfRange(key: key(k), requirement: ">= 0", got: "\(i)") }
-        return UInt64(i)
-    }
-
-    /// Integers are accepted where a float is expected (`learning_rate = 1`).
-    func double(_ k: String) throws -> Double? {
-        guard let v = table[k] else { return nil }
-        return try number(v, key: key(k))
-    }
-
-    func string(_ k: String) throws -> String? {
-        guard let v = table[k] else { return nil }
-        guard let s = v.string else { throw typeError(k, "a string", v) }
-        return s
-    }
-
-    func choice<E: RawRepresentable & CaseIterable>(_ k: String, _: E.Type) throws -> E? where E.RawValue == String {
-        guard let s = try string(k) else { return nil }
-        return try parseChoice(s, key: key(k))
-    }
-
-    private func array(_ k: String, of expected: String) throws -> TOMLArray? {
-        guard let v = table[k] else { return nil }
-        guard let a = v.array else { throw typeError(k, "an array of \(expected)", v) }
-        return a
-    }
-
-    func strings(_ k: String) throws -> [String]? {
-        guard let a = try array(k, of: "strings") else { return nil }
-        return try a.enumerated().map { i, v in
-            guard let s = v.string else {
-                throw RecipeError.wrongType(key: "\(key(k))[\(i)]", expected: "a string", got: describe(v))
-            }
-            return s
-        }
-    }
-
-    func doubles(_ k: String) throws -> [Double]? {
-        guard let a = try array(k, of: "numbers") else { return nil }
-        return try a.enumerated().map { i, v in try number(v, key: "\(key(k))[\(i)]") }
-    }
-
-    func choices<E: RawRepresentable & CaseIterable>(_ k: String, _: E.Type) throws -> [E]? where E.RawValue == String {
-        guard let a = try strings(k) else { return nil }
-        return try a.enumerated().map { i, s in try parseChoice(s, key: "\(key(k))[\(i)]") }
-    }
-}
-
-private func number(_ v: TOMLValueConvertible, key: String) throws -> Double {
-    let x: Double
-    if let d = v.double { x = d } else if let i = v.int { x = Double(i) } else {
-        throw RecipeError.wrongType(key: key, expected: "a number", got: describe(v))
-    }
-    guard x.isFinite else { throw RecipeError.outOfRange(key: key, requirement: "a finite number", got: format(x)) }
-    return x
-}
-
-private func parseChoice<E: RawRepresentable & CaseIterable>(_ s: String, key: String) throws -> E where E.RawValue == String {
-    guard let e = E(rawValue: s) else {
-        throw RecipeError.notOneOf(key: key, allowed: E.allCases.map(\.rawValue), got: "\"\(s)\"")
-    }
-    return e
-}
-
-/// A TOML value as an error message shows it: its type and, for scalars, the value.
-private func describe(_ v: TOMLValueConvertible) -> String {
-    switch v.type {
-    case .string: return "string \"\(v.string ?? "")\""
-    case .int: return "integer \(v.int.map { String($0) } ?? "")"
-    case .double: return "floating-point number \(v.double.map(format) ?? "")"
-    case .bool: return "boolean \(v.bool.map { String($0) } ?? "")"
-    case .array: return "an array"
-    case .table: return "a table"
-    default: return "a \(v.type)"
-    }
-}
-
-/// Doubles as people write them: `-1` rather than `-1.0`, `5e-05` as Swift prints it.
-private func format(_ x: Double) -> String {
-    if x.isFinite && x == x.rounded() && abs(x) < 1e15 { return String(Int64(x)) }
-    return "\(x)"
-}
-
-/// The allowed key nearest to a misspelt one (edit distance at most 3), if any.
-private func closest(to key: String, in allowed: [String]) -> String? {
-    func distance(_ a: [Character], _ b: [Character]) -> Int {
-        var prev = Array(0...b.count)
-        for i in stride(from: 1, through: a.count, by: 1) {
-            var cur = [i] + Array(repeating: 0, count: b.count)
-            for j in stride(from: 1, through: b.count, by: 1) {
-                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-            }
-            prev = cur
-        }
-        return prev[b.count]
-    }
-    let k = Array(key)
-    let best = allowed.map { ($0, distance(k, Array($0))) }.min { $0.1 < $1.1 }
-    guard let (name, d) = best, d <= min(3, max(1, key.count / 2)) else { return nil }
-    return name
-}
-
-extension TrainingRecipe.DataSection {
-    fileprivate mutating func read(_ t: TableReader) throws {
-        typealias K = CodingKeys
-        if let v = try t.int(K.resolution.rawValue) { resolution = v }
-        if let v = try t.bool(K.centerCrop.rawValue) { centerCrop = v }
-        if let v = try t.bool(K.randomFlip.rawValue) { randomFlip = v }
-        if let v = try t.bool(K.aspectBuckets.rawValue) { aspectBuckets = v }
-        if let v = try t.string(K.instancePrompt.rawValue) { instancePrompt = v }
-        if let v = try t.choice(K.latents.rawValue, TrainingRecipe.LatentSampling.self) { latents = v }
-    }
-}
-
-extension TrainingRecipe.PriorSection {
-    fileprivate mutating func read(_ t: TableReader) throws {
-        typealias K = CodingKeys
-        if let v = try t.bool(K.enabled.rawValue) { enabled = v }
-        if let v = try t.string(K.classPrompt.rawValue) { classPrompt = v }
-        if let v = try t.int(K.numClassImages.rawValue) { numClassImages = v }
-        if let v = try t.double(K.priorLossWeight.rawValue) { priorLossWeight = v }
-        if let v = try t.int(K.generationSteps.rawValue) { generationSteps = v }
-        if let v = try t.double(K.generationGuidance.rawValue) { generationGuidance = v }
-    }
-}
-
-extension TrainingRecipe.ModelSection {
-    fileprivate mutating func read(_ t: TableReader) throws {
-        typealias K = CodingKeys
-        if let v = try t.choice(K.train.rawValue, TrainingRecipe.TrainMode.self) { train = v }
-        if let v = try t.bool(K.gradientCheckpointing.rawValue) { gradientCheckpointing = v }
-        if let v = try t.choice(K.precision.rawValue, Precision.self) { precision = v }
-        if let l = try t.table(K.lora.rawValue, keys: TrainingRecipe.LoRASection.CodingKeys.allCases.map(\.rawValue)) {
-            typealias L = TrainingRecipe.LoRASection.CodingKeys
-            if let v = try l.int(L.rank.rawValue) { lora.rank = v }
-            if let v = try l.double(L.alpha.rawValue) { lora.alpha = v }
-            if let v = try l.double(L.dropout.rawValue) { lora.dropout = v }
-            if let v = try l.choices(L.targets.rawValue, TrainingRecipe.LoRATarget.self) { lora.targets = v }
-            if let v = try l.bool(L.textEncoders.rawValue) { lora.textEncoders = v }
-        }
-    }
-}
-
-extension TrainingRecipe.OptimSection {
-    fileprivate mutating func read(_ t: TableReader) throws {
-        typealias K = CodingKeys
-        if let v = try t.choice(K.optimizer.rawValue, OptimizerKind.self) { optimizer = v }
-        if let v = try t.double(K.learningRate.rawValue) { learningRate = v }
-        if let v = try t.doubles(K.betas.rawValue) { betas = v }
-        if let v = try t.double(K.eps.rawValue) { eps = v }
-        if let v = try t.double(K.weightDecay.rawValue) { weightDecay = v }
-        if let v = try t.double(K.maxGradNorm.rawValue) { maxGradNorm = v }
-        if let v = try t.choice(K.lrScheduler.rawValue, LRScheduleKind.self) { lrScheduler = v }
-        if let v = try t.int(K.warmupSteps.rawValue) { warmupSteps = v }
-    }
-}
-
-extension TrainingRecipe.TrainSection {
-    fileprivate mutating func read(_ t: TableReader) throws {
-        typealias K = CodingKeys
-        if let v = try t.int(K.batchSize.rawValue) { batchSize = v }
-        if let v = try t.int(K.gradientAccumulation.rawValue) { gradientAccumulation = v }
-        if let v = try t.int(K.maxSteps.rawValue) { maxSteps = v }
-        if let v = try t.seed(K.seed.rawValue) { seed = v }
-        if let v = try t.choice(K.rng.rawValue, RNGKind.self) { rng = v }
-        if let s = try t.string(K.predictionType.rawValue) {
-            // diffusers' DreamBooth scripts train epsilon or v targets only, not `sample`.
-            guard let p = PredictionType(rawValue: s), p != .sample else {
-                throw RecipeError.notOneOf(key: t.key(K.predictionType.rawValue),
-                                           allowed: [PredictionType.epsilon.rawValue, PredictionType.vPrediction.rawValue],
-                                           got: "\"\(s)\"")
-            }
-            predictionType = p
-        }
-        if let v = try t.double(K.minSNRGamma.rawValue) { minSNRGamma = v }
-        if let v = try t.double(K.noiseOffset.rawValue) { noiseOffset = v }
-        if let v = try t.int(K.logEvery.rawValue) { logEvery = v }
-        if let v = try t.double(K.lossSmoothing.rawValue) { lossSmoothing = v }
-    }
-}
-
-extension TrainingRecipe.CheckpointSection {
-    fileprivate mutating func read(_ t: TableReader) throws {
-        typealias K = CodingKeys
-        if let v = try t.int(K.every.rawValue) { every = v }
-        if let v = try t.int(K.keepLast.rawValue) { keepLast = v }
-        if let v = try t.choice(K.format.rawValue, TrainingRecipe.CheckpointFormat.self) { format = v }
-    }
-}
-
-extension TrainingRecipe.ValidationSection {
-    fileprivate mutating func read(_ t: TableReader) throws {
-        typealias K = CodingKeys
-        if let v = try t.strings(K.prompts.rawValue) { prompts = v }
-        if let v = try t.string(K.negativePrompt.rawValue) { negativePrompt = v }
-        if let v = try t.int(K.every.rawValue) { every = v }
-        if let v = try t.int(K.steps.rawValue) { steps = v }
-        if let v = try t.choice(K.scheduler.rawValue, SchedulerKind.self) { scheduler = v }
-        if let v = try t.bool(K.karras.rawValue) { karras = v }
-        if let v = try t.choice(K.timestepSpacing.rawValue, TimestepSpacing.self) { timestepSpacing = v }
-        if let v = try t.double(K.guidance.rawValue) { guidance = v }
-        if let v = try t.seed(K.seed.rawValue) { seed = v }
-        if let v = try t.int(K.imagesPerPrompt.rawValue) { imagesPerPrompt = v }
-    }
-}
-
-// MARK: - Validation
-
-extension TrainingRecipe {
-    /// The largest seed a TOML integer can hold.
-    public static let maxSeed = UInt64(Int64.max)
-
-    /// Checks every range and cross-key rule of `recipes/README.md`; the error names the key.
-    public func validate() throws {
-        func need(_ ok: Bool, _ key: String, _ requirement: String, _ got: @autoclosure () -> String) throws {
-            if !ok { throw RecipeError.outOfRange(key: key, requirement: requirement, got: got()) }
-        }
-        func int(_ x: Int, _ key: String, _ range: ClosedRange<Int>) throws {
-            let req = range.upperBound == Int.max ? ">= \(range.lowerBound)" : "in \(range.lowerBound)...\(range.upperBound)"
-            try need(range.contains(x), key, req, "\(x)")
-        }
-        func seed(_ x: UInt64, _ key: String) throws {
-            try need(x <= Self.maxSeed, key, "<= \(Self.maxSeed)", "\(x)")
-        }
-        func template(_ s: String, _ key: String, allowed: Set<String>) throws {
-            for name in placeholders(in: s) where !allowed.contains(name) {
-                throw RecipeError.conflict(key: key, reason: "unknown placeholder {\(name)} in \"\(s)\"; use "
-                    + allowed.sorted().map { "{\($0)}" }.joined(separator: " and "))
-            }
-        }
-
-        try int(data.resolution, "data.resolution", 64...4096)
-        try need(data.resolution % 8 == 0, "data.resolution", "a multiple of 8 (the VAE downsamples by 8)", "\(data.resolution)")
-        try template(data.instancePrompt, "data.instance_prompt", allowed: ["token", "class"])
-        if !data.instancePrompt.contains("{token}") {
-            throw RecipeError.conflict(key: "data.instance_prompt",
-                                       reason: "must contain {token} (the subject's identifier), got \"\(data.instancePrompt)\"")
-        }
-
-        try need(!prior.classPrompt.trimmingCharacters(in: .whitespaces).isEmpty, "prior.class_prompt", "a non-empty prompt", "\"\"")
-        if prior.classPrompt.contains("{token}") {
-            throw RecipeError.conflict(key: "prior.class_prompt",
-                                       reason: "must not contain {token}: class images show the class, not the subject")
-        }
-        try template(prior.classPrompt, "prior.class_prompt", allowed: ["class"])
-        try int(prior.numClassImages, "prior.num_class_images", 1...10_000)
-        try need(prior.priorLossWeight >= 0 && prior.priorLossWeight <= 100, "prior.prior_loss_weight", "in 0...100",
-                 format(prior.priorLossWeight))
-        try int(prior.generationSteps, "prior.generation_steps", 1...1000)
-        try need(prior.generationGuidance >= 0 && prior.generationGuidance <= 100, "prior.generation_guidance", "in 0...100",
-                 format(prior.generationGuidance))
-
-        let lora = model.lora
-        try int(lora.rank, "model.lora.rank", 1...1024)
-        if let a = lora.alpha { try need(a > 0 && a.isFinite, "model.lora.alpha", "> 0", format(a)) }
-        try need(lora.dropout >= 0 && lora.dropout < 1, "model.lora.dropout", ">= 0 and < 1", format(lora.dropout))
-        try need(!lora.targets.isEmpty, "model.lora.targets", "a non-empty array", "[]")
-        try need(Set(lora.targets).count == lora.targets.count, "model.lora.targets", "free of duplicates",
-                 "[\(lora.targets.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))]")
-
-        try need(optim.learningRate > 0 && optim.learningRate <= 1, "optim.learning_rate", "> 0 and <= 1",
-                 format(optim.learningRate))
-        try need(optim.betas.count == 2, "optim.betas", "two numbers [beta1, beta2]", "\(optim.betas.count) numbers")
-        for (i, b) in optim.betas.enumerated() {
-            try need(b >= 0 && b < 1, "optim.betas[\(i)]", ">= 0 and < 1", format(b))
-        }
-        try need(optim.eps > 0 && optim.eps <= 1, "optim.eps", "> 0 and <= 1", format(optim.eps))
-        if let wd = optim.weightDecay { try need(wd >= 0 && wd <= 1, "optim.weight_decay", "in 0...1", format(wd)) }
-        try need(optim.maxGradNorm >= 0 && optim.maxGradNorm.isFinite, "optim.max_grad_norm", ">= 0 (0 turns clipping off)",
-                 format(optim.maxGradNorm))
-        try int(optim.warmupSteps, "optim.warmup_steps", 0...Int.max)
-
-        try int(train.batchSize, "train.batch_size", 1...256)
-        try int(train.gradientAccumulation, "train.gradient_accumulation", 1...1024)
-        try int(train.maxSteps, "train.max_steps", 1...10_000_000)
-        try seed(train.seed, "train.seed")
-        if let g = train.minSNRGamma { try need(g > 0 && g.isFinite, "train.min_snr_gamma", "> 0", format(g)) }
-        if train.predictionType == .sample {
-            throw RecipeError.notOneOf(key: "train.prediction_type", allowed: ["epsilon", "v_prediction"], got: "\"sample\"")
-        }
-        try need(train.noiseOffset >= 0 && train.noiseOffset <= 1, "train.noise_offset", "in 0...1", format(train.noiseOffset))
-        try int(train.logEvery, "train.log_every", 1...Int.max)
-        try need(train.lossSmoothing >= 0 && train.lossSmoothing < 1, "train.loss_smoothing", ">= 0 and < 1",
-                 format(train.lossSmoothing))
-
-        try int(checkpoint.every, "checkpoint.every", 0...Int.max)
-        if let k = checkpoint.keepLast { try int(k, "checkpoint.keep_last", 1...Int.max) }
-
-        for (i, p) in validation.prompts.enumerated() {
-            try need(!p.trimmingCharacters(in: .whitespaces).isEmpty, "validation.prompts[\(i)]", "a non-empty prompt", "\"\(p)\"")
-            try template(p, "validation.prompts[\(i)]", allowed: ["token", "class"])
-        }
-        if let n = validation.negativePrompt { try template(n, "validation.negative_prompt", allowed: ["token", "class"]) }
-        try int(validation.every, "validation.every", 0...Int.max)
-        try int(validation.steps, "validation.steps", 1...1000)
-        try need(validation.guidance >= 0 && validation.guidance <= 100, "validation.guidance", "in 0...100",
-                 format(validation.guidance))
-        try seed(validation.seed, "validation.seed")
-        try int(validation.imagesPerPrompt, "validation.images_per_prompt", 1...16)
-
-        // Rules across keys.
-        if optim.warmupSteps > train.maxSteps {
-            throw RecipeError.conflict(key: "optim.warmup_steps",
-                                       reason: "\(optim.warmupSteps) warmup steps exceed train.max_steps = \(train.maxSteps)")
-        }
-        if optim.warmupSteps > 0 && optim.lrScheduler == .constant {
-            throw RecipeError.conflict(key: "optim.warmup_steps",
-                                       reason: "the \"constant\" schedule has no warmup (as diffusers' get_scheduler); "
-                                           + "set optim.lr_scheduler = \"constant_with_warmup\" or remove warmup_steps")
-        }
-        if model.train == .full && checkpoint.format != .diffusers {
-            throw RecipeError.conflict(key: "checkpoint.format",
-                                       reason: "\"\(checkpoint.format.rawValue)\" applies to LoRA runs; a full fine-tune "
-                                           + "is saved as a diffusers unet/ folder, so use \"diffusers\"")
-        }
-        if validation.karras && validation.scheduler == .ddim {
-            throw RecipeError.conflict(key: "validation.karras",
-                                       reason: "Karras sigmas do not apply to ddim; use dpm-solver++ or euler, or karras = false")
-        }
-        if validation.every > 0 && validation.prompts.isEmpty {
-            throw RecipeError.conflict(key: "validation.every",
-                                       reason: "validation every \(validation.every) steps needs at least one prompt in validation.prompts")
-        }
-    }
-}
-
-/// Names inside `{...}` in a prompt template.
-private func placeholders(in s: String) -> [String] {
-    var names: [String] = []
-    var rest = s[...]
-    while let open = rest.firstIndex(of: "{") {
-        let after = rest[rest.index(after: open)...]
-        guard let close = after.firstIndex(of: "}") else { break }
-        names.append(String(after[..<close]))
-        rest = after[after.index(after: close)...]
-    }
-    return names
-}
-
-// MARK: - Command-line overrides
-
-/// Recipe keys a command line may override; nil leaves the recipe's value.
-public struct RecipeOverrides: Sendable, Equatable {
-    /// `--resolution` → `data.resolution`.
-    public var resolution: Int?
-    /// `--max-steps` → `train.max_steps`.
-    public var maxSteps: Int?
-    /// `--learning-rate` → `optim.learning_rate`.
-    public var learningRate: Double?
-    /// `--rank` → `model.lora.rank` (LoRA recipes only).
-    public var rank: Int?
-    /// `--seed` → `train.seed`.
-    public var seed: UInt64?
-
-    public init(resolution: Int? = nil, maxSteps: Int? = nil, learningRate: Double? = nil, rank: Int? = nil,
-                seed: UInt64? = nil) {
-        self.resolution = resolution
-        self.maxSteps = maxSteps
-        self.learningRate = learningRate
-        self.rank = rank
-        self.seed = seed
-    }
-
-    /// The flag that sets each overridable key.
-    static let flags = [
-        "data.resolution": "--resolution", "train.max_steps": "--max-steps", "optim.learning_rate": "--learning-rate",
-        "model.lora.rank": "--rank", "train.seed": "--seed",
-    ]
-}
-
-extension TrainingRecipe {
-    /// This recipe with the command-line values in place, validated as a recipe file is.
-    /// An error caused by a flag names the flag and the key (`--learning-rate: optim.learning_rate must be > 0 ...`).
-    public func applying(_ o: RecipeOverrides) throws -> TrainingRecipe {
-        var r = self
-        if let v = o.resolution { r.data.resolution = v }
-        if let v = o.maxSteps { r.train.maxSteps = v }
-        if let v = o.learningRate { r.optim.learningRate = v }
-        if let v = o.rank {
-            guard r.model.train == .lora else {
-                throw RecipeError.override(flag: "--rank", .conflict(
-                    key: "model.lora.rank", reason: "applies to LoRA recipes; this recipe has model.train = \"full\""))
-            }
-            r.model.lora.rank = v
-        }
-        if let v = o.seed { r.train.seed = v }
-        do {
-            try r.validate()
-        } catch let e as RecipeError {
-            let given: [String: Bool] = [
-                "data.resolution": o.resolution != nil, "train.max_steps": o.maxSteps != nil,
-                "optim.learning_rate": o.learningRate != nil, "model.lora.rank": o.rank != nil, "train.seed": o.seed != nil,
-            ]
-            if let key = e.key, given[key] == true, let flag = RecipeOverrides.flags[key] {
-                throw RecipeError.override(flag: flag, e)
-            }
-            throw e
-        }
-        return r
-    }
-}
-
-// MARK: - Writing TOML
-
-extension TrainingRecipe {
-    /// The recipe as TOML with every key written out (optional keys only when set):
-    /// the snapshot a run records, which `parse(toml:)` reads back to an equal recipe.
-    public func tomlString() -> String {
-        var out = ""
-        func section(_ name: String, _ entries: [(String, String?)]) {
-            out += out.isEmpty ? "[\(name)]\n" : "\n[\(name)]\n"
-            for (k, v) in entries { if let v { out += "\(k) = \(v)\n" } }
-        }
-        func s(_ x: String) -> String { tomlQuoted(x) }
-        func d(_ x: Double) -> String { "\(x)" }
-        func strings(_ xs: [String]) -> String { "[" + xs.map(tomlQuoted).joined(separator: ", ") + "]" }
-        section("data", [
-            ("resolution", "\(data.resolution)"), ("center_crop", "\(data.centerCrop)"),
-            ("random_flip", "\(data.randomFlip)"), ("aspect_buckets", "\(data.aspectBuckets)"),
-            ("instance_prompt", s(data.instancePrompt)), ("latents", s(data.latents.rawValue)),
-        ])
-        section("prior", [
-            ("enabled", "\(prior.enabled)"), ("class_prompt", s(prior.classPrompt)),
-            ("num_class_images", "\(prior.numClassImages)"), ("prior_loss_weight", d(prior.priorLossWeight)),
-            ("generation_steps", "\(prior.generationSteps)"), ("generation_guidance", d(prior.generationGuidance)),
-        ])
-        section("model", [
-            ("train", s(model.train.rawValue)), ("gradient_checkpointing", "\(model.gradientCheckpointing)"),
-            ("precision", s(model.precision.rawValue)),
-        ])
-        section("model.lora", [
-            ("rank", "\(model.lora.rank)"), ("alpha", model.lora.alpha.map(d)), ("dropout", d(model.lora.dropout)),
-            ("targets", strings(model.lora.targets.map(\.rawValue))), ("text_encoders", "\(model.lora.textEncoders)"),
-        ])
-        section("optim", [
-            ("optimizer", s(optim.optimizer.rawValue)), ("learning_rate", d(optim.learningRate)),
-            ("betas", "[" + optim.betas.map(d).joined(separator: ", ") + "]"), ("eps", d(optim.eps)),
-            ("weight_decay", optim.weightDecay.map(d)), ("max_grad_norm", d(optim.maxGradNorm)),
-            ("lr_scheduler", s(optim.lrScheduler.rawValue)), ("warmup_steps", "\(optim.warmupSteps)"),
-        ])
-        section("train", [
-            ("batch_size", "\(train.batchSize)"), ("gradient_accumulation", "\(train.gradientAccumulation)"),
-            ("max_steps", "\(train.maxSteps)"), ("seed", "\(train.seed)"), ("rng", s(train.rng.rawValue)),
-            ("prediction_type", train.predictionType.map { s($0.rawValue) }), ("min_snr_gamma", train.minSNRGamma.map(d)),
-            ("noise_offset", d(train.noiseOffset)), ("log_every", "\(train.logEvery)"),
-            ("loss_smoothing", d(train.lossSmoothing)),
-        ])
-        section("checkpoint", [
-            ("every", "\(checkpoint.every)"), ("keep_last", checkpoint.keepLast.map { "\($0)" }),
-            ("format", s(checkpoint.format.rawValue)),
-        ])
-        section("validation", [
-            ("prompts", strings(validation.prompts)), ("negative_prompt", validation.negativePrompt.map(s)),
-            ("every", "\(validation.every)"), ("steps", "\(validation.steps)"),
-            ("scheduler", s(validation.scheduler.rawValue)), ("karras", "\(validation.karras)"),
-            ("timestep_spacing", validation.timestepSpacing.map { s($0.rawValue) }),
-            ("guidance", d(validation.guidance)), ("seed", "\(validation.seed)"),
-            ("images_per_prompt", "\(validation.imagesPerPrompt)"),
-        ])
-        return out
-    }
-}
-
-/// A TOML basic string.
-private func tomlQuoted(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\t": out += "\\t"
-        case "\r": out += "\\r"
-        default:
-            if u.value < 0x20 || u.value == 0x7F {
-                out += String(format: "\\u%04X", u.value)
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
-}
 
 extension TrainingRecipe {
     /// This recipe with `model.precision = "auto"` replaced by what it means on this CPU.

@@ -78,7 +78,7 @@ public struct ValidationImage {
     public var fileName: String { Self.fileName(step: step, promptIndex: promptIndex, imageIndex: imageIndex) }
 
     public static func fileName(step: Int, promptIndex: Int, imageIndex: Int) -> String {
-        String(format: "step%06d-p%d-%d.png", step, promptIndex + 1, imageIndex + 1)
+        CheckpointName(step: step).validationImage(promptIndex: promptIndex, imageIndex: imageIndex)
     }
 }
 

@@ -80,7 +80,7 @@ final class LoRALoaderTests: XCTestCase {
         let reference = try pipeline()
         try reference.applyLoRA(path: Self.loraPath("peft"), scale: 0.5)
         let expected = parameters(reference)
-        for (name, format) in [("diffusers", LoRA.Format.diffusers), ("kohya", .kohya)] {
+        for (name, format) in [("diffusers", LoRAFileFormat.diffusers), ("kohya", .kohya)] {
             let p = try pipeline()
             let lora = try p.applyLoRA(path: Self.loraPath(name), scale: 0.5)
             XCTAssertEqual(lora.format, format, name)

@@ -91,7 +91,7 @@ final class SubjectStoreTests: StoreTestCase {
         XCTAssertThrowsError(try SubjectStore(home: readOnly)) { error in
             guard case .homeNotWritable(let path, _) = error as? StoreError else { return XCTFail("\(error)") }
             XCTAssertEqual(path, readOnly.path)
-            XCTAssertTrue("\(error)".contains("--home"), "\(error)")
+            XCTAssertTrue("\(error)".contains("Use a writable location"), "\(error)")
         }
         let garbage = root.appendingPathComponent("garbage")
         try FileManager.default.createDirectory(at: garbage, withIntermediateDirectories: true)

@@ -2,7 +2,8 @@ import Foundation
 @testable import KoalaTraining
 import XCTest
 
-/// Trainer helpers that need no model (the loop itself is tested through the CLI in
+/// Trainer helpers that need no model (the loop itself is tested in-process on a loaded
+/// tiny pipeline in Tests/KoalaAppTests/TrainingRunnerTests.swift, and through the CLI in
 /// Tests/KoalaCLITests/TrainTests.swift).
 final class DreamBoothTrainerTests: XCTestCase {
     func testMirroredFlipsEveryChannelRowLeftToRight() {

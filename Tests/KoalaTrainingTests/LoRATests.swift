@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KoalaDiffusion
 import KoalaModels
 import KoalaTensor
 import KoalaTestSupport
@@ -170,10 +171,10 @@ final class LoRATests: XCTestCase {
             let (_, net) = try f.loraModel(name)
             let expected = try f.export(name)
             let shapes = try XCTUnwrap(expected["diffusers"] as? [String: [Int]])
-            let tensors = LoRAFile.tensors([net], format: .diffusers)
+            let tensors = LoRAFile([net]).tensors(format: .diffusers)
             XCTAssertEqual(tensors.mapValues(\.shape), shapes, name)
 
-            let meta = LoRAFile.metadata([net], format: .diffusers)
+            let meta = LoRAFile([net]).metadata(format: .diffusers)
             XCTAssertEqual(meta["format"], expected["metadata_format"] as? String)
             let ours = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(try XCTUnwrap(meta["lora_adapter_metadata"]).utf8)) as? [String: Any])
             let theirs = try XCTUnwrap(expected["lora_adapter_metadata"] as? [String: Any])
@@ -194,7 +195,7 @@ final class LoRATests: XCTestCase {
         for name in ["attn", "wide"] {
             let (_, net) = try f.loraModel(name)
             let shapes = try XCTUnwrap(try f.export(name)["kohya"] as? [String: [Int]])
-            let tensors = LoRAFile.tensors([net], format: .kohya)
+            let tensors = LoRAFile([net]).tensors(format: .kohya)
             XCTAssertEqual(tensors.mapValues(\.shape), shapes, name)
             // diffusers' converter writes alpha = rank; kohya's meaning (scale alpha/rank)
             // needs the trained alpha, which we keep.
@@ -210,7 +211,7 @@ final class LoRATests: XCTestCase {
         let (_, net) = try f.loraModel("wide")
         for format in LoRAFileFormat.allCases {
             let path = dir.appendingPathComponent("\(format).safetensors").path
-            try LoRAFile.write([net], to: path, format: format)
+            try LoRAFile([net]).write(to: path, format: format)
             let fresh = try LoRANetwork(attachingTo: try f.model(), component: "unet", config: net.config, seed: 9)
             try LoRAFile.load(path, into: [fresh])
             for ((k, a), (_, b)) in zip(net.namedParameters, fresh.namedParameters) {
@@ -223,7 +224,7 @@ final class LoRATests: XCTestCase {
         }
         // tools/reference/check_lora_load.py sets this to load our files with diffusers.
         if let out = ProcessInfo.processInfo.environment["KOALABOOTH_LORA_EXPORT_DIR"] {
-            for format in LoRAFileFormat.allCases { try LoRAFile.write([net], to: "\(out)/\(format).safetensors", format: format) }
+            for format in LoRAFileFormat.allCases { try LoRAFile([net]).write(to: "\(out)/\(format).safetensors", format: format) }
         }
         let configs = try LoRAFile.configs(dir.appendingPathComponent("diffusers.safetensors").path)
         XCTAssertEqual(configs["unet"]?.rank, net.config.rank)
@@ -233,6 +234,69 @@ final class LoRATests: XCTestCase {
         otherAlpha.alpha = 7
         let wrongAlpha = try LoRANetwork(attachingTo: try f.model(), component: "unet", config: otherAlpha, seed: 9)
         XCTAssertThrowsError(try LoRAFile.load(dir.appendingPathComponent("kohya.safetensors").path, into: [wrongAlpha]))
+    }
+
+    /// The generation loader reads what the exporter writes, through the same key codec:
+    /// each adapter comes back as one update of its layer's weight, with alpha / rank.
+    func testLoaderReadsWhatTheExporterWrites() throws {
+        let f = try Fixture()
+        let dir = try Self.scratchDirectory(self)
+        let (_, net) = try f.loraModel("wide")
+        for format in LoRAFileFormat.allCases {
+            let path = dir.appendingPathComponent("\(format.rawValue).safetensors").path
+            try LoRAFile([net]).write(to: path, format: format)
+            let lora = try LoRA(contentsOf: path, components: ["unet": try f.model()])
+            XCTAssertEqual(lora.format, format)
+            XCTAssertEqual(lora.updates.count, net.adapters.count, format.rawValue)
+            let updates = Dictionary(uniqueKeysWithValues: lora.updates.map { ("\($0.component).\($0.parameter)", $0) })
+            for a in net.adapters {
+                let u = try XCTUnwrap(updates["unet.\(a.path).weight"], "\(format) \(a.path)")
+                XCTAssertEqual(u.down.toArray(), a.down.toArray(), "\(format) \(a.path)")
+                XCTAssertEqual(u.up.toArray(), a.up.toArray(), "\(format) \(a.path)")
+                XCTAssertEqual(u.alphaScale, net.config.scale, "\(format) \(a.path)")
+            }
+        }
+    }
+
+    /// The bytes of a written file (header, tensor order, metadata text) pinned as the
+    /// exporter wrote them before the LoRA file format moved to KoalaModels: diffusers' and
+    /// kohya's loaders read exactly these files, so a refactor must not change one byte.
+    func testWrittenFilesAreByteForByteUnchanged() throws {
+        let f = try Fixture()
+        let dir = try Self.scratchDirectory(self)
+        let pinned: [String: (bytes: Int, fnv: UInt64)] = [
+            "attn.diffusers": (12872, 0xf301_e13f_a790_035d), "attn.kohya": (16200, 0xa465_e3f2_81ca_745a),
+            "wide.diffusers": (24176, 0x2eff_c859_e201_e9be), "wide.kohya": (29752, 0x4edc_ff70_22dd_a969),
+        ]
+        for name in ["attn", "wide"] {
+            let (_, net) = try f.loraModel(name)
+            for format in LoRAFileFormat.allCases {
+                let path = dir.appendingPathComponent("\(name)-\(format.rawValue).safetensors").path
+                try LoRAFile([net]).write(to: path, format: format)
+                try Self.assertBytes(path, pinned["\(name).\(format.rawValue)"]!, "\(name) \(format.rawValue)")
+            }
+        }
+    }
+
+    /// A fresh folder, removed when `test` ends.
+    static func scratchDirectory(_ test: XCTestCase) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        return dir
+    }
+
+    /// Size and 64-bit FNV-1a of a file against `pinned`; on a mismatch the message shows
+    /// the file's header, which is where a changed key or metadata entry shows.
+    static func assertBytes(_ path: String, _ pinned: (bytes: Int, fnv: UInt64), _ label: String,
+                            file: StaticString = #filePath, line: UInt = #line) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in data { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let headerLength = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = String(decoding: data.dropFirst(8).prefix(headerLength), as: UTF8.self)
+        XCTAssertEqual(data.count, pinned.bytes, "\(label): size", file: file, line: line)
+        XCTAssertEqual(hash, pinned.fnv, "\(label): FNV-1a 0x\(String(hash, radix: 16)); header \(header)", file: file, line: line)
     }
 
     /// Text-encoder adapters carry transformers' module paths under the component name,
@@ -245,9 +309,9 @@ final class LoRATests: XCTestCase {
         let net = try LoRANetwork(attachingTo: te2, component: "text_encoder_2",
                                   config: LoRAConfig(rank: 2, alpha: 2, targetModules: LoRAConfig.textEncoderTargets), seed: 0)
         XCTAssertEqual(net.adapters.count, 8)
-        let keys = LoRAFile.tensors([net], format: .diffusers).keys
+        let keys = LoRAFile([net]).tensors(format: .diffusers).keys
         XCTAssertTrue(keys.contains("text_encoder_2.text_model.encoder.layers.1.self_attn.out_proj.lora_B.weight"), "\(keys.sorted())")
-        XCTAssertTrue(LoRAFile.tensors([net], format: .kohya).keys.contains("lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"))
+        XCTAssertTrue(LoRAFile([net]).tensors(format: .kohya).keys.contains("lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"))
         XCTAssertTrue(te2.namedParameters().allSatisfy { !$0.1.requiresGrad })
         let out = te2([[0, 3, 9, 9]])
         out.lastHiddenState.sum().backward()

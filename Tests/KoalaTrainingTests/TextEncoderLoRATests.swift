@@ -94,20 +94,34 @@ final class TextEncoderLoRATests: XCTestCase {
         func normalised(_ t: [String: [Int]], _ level: String) -> [String: [Int]] {
             Dictionary(uniqueKeysWithValues: t.map { ($0.key.replacingOccurrences(of: level, with: ""), $0.value) })
         }
-        let ours = { (format: LoRAFileFormat) in LoRAFile.tensors(nets, format: format).mapValues(\.shape) }
+        let ours = { (format: LoRAFileFormat) in LoRAFile(nets).tensors(format: format).mapValues(\.shape) }
         let diffusers = try XCTUnwrap(export["diffusers"] as? [String: [Int]])
         XCTAssertEqual(normalised(ours(.diffusers), "text_model."), normalised(diffusers, "text_model."))
         XCTAssertTrue(ours(.diffusers).keys.allSatisfy { $0.hasPrefix("text_encoder.text_model.encoder.") || $0.hasPrefix("text_encoder_2.text_model.encoder.") })
         let kohya = try XCTUnwrap(export["kohya"] as? [String: [Int]])
         XCTAssertEqual(normalised(ours(.kohya), "text_model_"), normalised(kohya, "text_model_"))
 
-        let metadata = try XCTUnwrap(LoRAFile.metadata(nets, format: .diffusers)["lora_adapter_metadata"])
+        let metadata = try XCTUnwrap(LoRAFile(nets).metadata(format: .diffusers)["lora_adapter_metadata"])
         let packed = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(metadata.utf8)) as? [String: Any])
         let theirs = try XCTUnwrap(export["lora_adapter_metadata"] as? [String: Any])
         for component in ["text_encoder", "text_encoder_2"] {
             XCTAssertEqual(packed["\(component).r"] as? Int, theirs["\(component).r"] as? Int)
             XCTAssertEqual(packed["\(component).lora_alpha"] as? Double, theirs["\(component).lora_alpha"] as? Double)
             XCTAssertEqual(Set(packed["\(component).target_modules"] as? [String] ?? []), Set(theirs["\(component).target_modules"] as? [String] ?? ["?"]))
+        }
+    }
+
+    /// Both encoders' adapters in one file, byte for byte as written before the LoRA file
+    /// format moved to KoalaModels (see `LoRATests.testWrittenFilesAreByteForByteUnchanged`).
+    func testWrittenFilesAreByteForByteUnchanged() throws {
+        let f = try Fixture()
+        let nets = [try f.encoder("text_encoder", withProjection: false).1, try f.encoder("text_encoder_2", withProjection: true).1]
+        let dir = try LoRATests.scratchDirectory(self)
+        let pinned: [LoRAFileFormat: (bytes: Int, fnv: UInt64)] = [.diffusers: (11032, 0x580e_9696_a957_b283), .kohya: (13064, 0xc2dc_76a3_026c_8a02)]
+        for format in LoRAFileFormat.allCases {
+            let path = dir.appendingPathComponent("\(format.rawValue).safetensors").path
+            try LoRAFile(nets).write(to: path, format: format)
+            try LoRATests.assertBytes(path, pinned[format]!, format.rawValue)
         }
     }
 
@@ -119,7 +133,7 @@ final class TextEncoderLoRATests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         for format in LoRAFileFormat.allCases {
             let path = dir.appendingPathComponent("\(format.rawValue).safetensors").path
-            try LoRAFile.write(nets, to: path, format: format)
+            try LoRAFile(nets).write(to: path, format: format)
             let fresh = [try f.encoder("text_encoder", withProjection: false).1, try f.encoder("text_encoder_2", withProjection: true).1]
             noGrad { for n in fresh { for p in n.parameters { p.assign(Tensor.zeros(p.shape)) } } }
             try LoRAFile.load(path, into: fresh)

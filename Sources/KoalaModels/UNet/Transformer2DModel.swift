@@ -79,9 +79,12 @@ public final class BasicTransformerBlock: Module {
          ("attn2", .module(attn2)), ("norm3", .module(norm3)), ("ff", .module(ff))]
     }
 
-    /// x: [B, L, dim]; context: [B, S, crossAttentionDim].
-    public func callAsFunction(_ x: Tensor, context: Tensor) -> Tensor {
-        var h = x + attn1(norm1(x))
+    /// x: [B, L, dim]; context: [B, S, crossAttentionDim]. `features` records the
+    /// self-attention output as `attn1` (distillation).
+    public func callAsFunction(_ x: Tensor, context: Tensor, features: UNetFeatureScope? = nil) -> Tensor {
+        let selfAttention = attn1(norm1(x))
+        features?.record("attn1", selfAttention)
+        var h = x + selfAttention
         h = h + attn2(norm2(h), context: context)
         return h + ff(norm3(h))
     }
@@ -127,8 +130,11 @@ public final class Transformer2DModel: Module {
     }
 
     /// x: [B, C, H, W]; context: [B, S, crossAttentionDim]. With `checkpointing`, each
-    /// transformer block keeps only its input and is recomputed during backward.
-    public func callAsFunction(_ x: Tensor, context: Tensor, checkpointing: Bool = false) -> Tensor {
+    /// transformer block keeps only its input and is recomputed during backward, except
+    /// the blocks whose self-attention `features` records: a recorded feature must keep
+    /// its graph (a checkpointed block's forward builds none) for the distillation loss.
+    public func callAsFunction(_ x: Tensor, context: Tensor, checkpointing: Bool = false,
+                               features: UNetFeatureScope? = nil) -> Tensor {
         let b = x.shape[0], c = x.shape[1], height = x.shape[2], width = x.shape[3]
         var h: Tensor
         let inner: Int
@@ -140,8 +146,13 @@ public final class Transformer2DModel: Module {
             inner = conv.weight.shape[0]
             h = conv(norm(x)).permute([0, 2, 3, 1]).reshape([b, height * width, inner])
         }
-        for block in transformerBlocks {
-            h = checkpointing ? checkpoint([h, context]) { block($0[0], context: $0[1]) } : block(h, context: context)
+        for (l, block) in transformerBlocks.enumerated() {
+            let scope = features?.child("transformer_blocks.\(l)")
+            if checkpointing, !(scope?.wants("attn1") ?? false) {
+                h = checkpoint([h, context]) { block($0[0], context: $0[1]) }
+            } else {
+                h = block(h, context: context, features: scope)
+            }
         }
         switch projOut {
         case .linear(let l):

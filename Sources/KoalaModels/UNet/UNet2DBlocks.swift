@@ -9,11 +9,23 @@ public struct UNetBlockContext {
     /// Recompute resnets and transformer blocks during backward instead of keeping
     /// their activations.
     public let checkpointing: Bool
+    /// Where the block runs, when features are recorded (distillation); else nil.
+    public var features: UNetFeatureScope?
 
-    public init(tembActivated: Tensor, encoderHiddenStates: Tensor, checkpointing: Bool = false) {
+    public init(tembActivated: Tensor, encoderHiddenStates: Tensor, checkpointing: Bool = false,
+                features: UNetFeatureScope? = nil) {
         self.tembActivated = tembActivated
         self.encoderHiddenStates = encoderHiddenStates
         self.checkpointing = checkpointing
+        self.features = features
+    }
+
+    /// The context of the child module `name` (the name is only built when recording).
+    func within(_ name: @autoclosure () -> String) -> UNetBlockContext {
+        guard let features else { return self }
+        var c = self
+        c.features = features.child(name())
+        return c
     }
 }
 
@@ -124,9 +136,10 @@ public final class CrossAttnDownBlock2D: UNetDownBlock {
     public func callAsFunction(_ x: Tensor, _ ctx: UNetBlockContext) -> (Tensor, [Tensor]) {
         var h = x
         var states: [Tensor] = []
-        for (resnet, attention) in zip(resnets, attentions) {
+        for (j, (resnet, attention)) in zip(resnets, attentions).enumerated() {
             h = runResnet(resnet, h, ctx)
-            h = attention(h, context: ctx.encoderHiddenStates, checkpointing: ctx.checkpointing)
+            h = attention(h, context: ctx.encoderHiddenStates, checkpointing: ctx.checkpointing,
+                          features: ctx.features?.child("attentions.\(j)"))
             states.append(h)
         }
         if let downsampler {
@@ -208,9 +221,10 @@ public final class CrossAttnUpBlock2D: UNetUpBlock {
     public func callAsFunction(_ x: Tensor, skips: inout [Tensor], _ ctx: UNetBlockContext) -> Tensor {
         precondition(skips.count >= resnets.count, "CrossAttnUpBlock2D: \(skips.count) skips left for \(resnets.count) resnets")
         var h = x
-        for (resnet, attention) in zip(resnets, attentions) {
+        for (j, (resnet, attention)) in zip(resnets, attentions).enumerated() {
             h = runResnet(resnet, Tensor.cat([h, skips.removeLast()], dim: 1), ctx)
-            h = attention(h, context: ctx.encoderHiddenStates, checkpointing: ctx.checkpointing)
+            h = attention(h, context: ctx.encoderHiddenStates, checkpointing: ctx.checkpointing,
+                          features: ctx.features?.child("attentions.\(j)"))
         }
         return upsampler.map { $0(h) } ?? h
     }
@@ -238,8 +252,9 @@ public final class UNetMidBlock2DCrossAttn: Module {
 
     public func callAsFunction(_ x: Tensor, _ ctx: UNetBlockContext) -> Tensor {
         var h = runResnet(resnets[0], x, ctx)
-        for (attention, resnet) in zip(attentions, resnets.dropFirst()) {
-            h = attention(h, context: ctx.encoderHiddenStates, checkpointing: ctx.checkpointing)
+        for (j, (attention, resnet)) in zip(attentions, resnets.dropFirst()).enumerated() {
+            h = attention(h, context: ctx.encoderHiddenStates, checkpointing: ctx.checkpointing,
+                          features: ctx.features?.child("attentions.\(j)"))
             h = runResnet(resnet, h, ctx)
         }
         return h

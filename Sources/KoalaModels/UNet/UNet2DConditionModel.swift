@@ -107,8 +107,11 @@ public final class UNet2DConditionModel: Module {
     ///     P + 6 · addition_time_embed_dim = projection_class_embeddings_input_dim.
     ///   - timeIds: SDXL's `add_time_ids` [B, 6] (original size, crop top-left, target
     ///     size; `text_time` only). Constants: they get no gradient.
+    ///   - recorder: keeps the intermediate features it names (distillation); a recorded
+    ///     self-attention is not gradient-checkpointed.
     public func callAsFunction(sample: Tensor, timestep: [Float], encoderHiddenStates: Tensor,
-                               textEmbeds: Tensor? = nil, timeIds: Tensor? = nil) -> Tensor {
+                               textEmbeds: Tensor? = nil, timeIds: Tensor? = nil,
+                               recorder: UNetFeatureRecorder? = nil) -> Tensor {
         let c = config
         precondition(sample.rank == 4 && sample.shape[1] == c.inChannels,
                      "UNet2DConditionModel: sample must be [B, \(c.inChannels), h, w], got \(sample.shape)")
@@ -133,17 +136,24 @@ public final class UNet2DConditionModel: Module {
             emb = emb + addEmbedding(Tensor.cat([textEmbeds, timeEmbeds], dim: 1))
         }
         let ctx = UNetBlockContext(tembActivated: emb.silu(), encoderHiddenStates: encoderHiddenStates,
-                                   checkpointing: gradientCheckpointing)
+                                   checkpointing: gradientCheckpointing, features: recorder?.root)
 
         var h = convIn(c.centerInputSample ? sample * 2 - 1 : sample)
         var skips = [h]
-        for block in downBlocks {
-            let (out, states) = block(h, ctx)
+        for (i, block) in downBlocks.enumerated() {
+            let (out, states) = block(h, ctx.within("down_blocks.\(i)"))
             h = out
             skips += states
+            ctx.features?.record("down_blocks.\(i)", h)
         }
-        if let midBlock { h = midBlock(h, ctx) }
-        for block in upBlocks { h = block(h, skips: &skips, ctx) }
+        if let midBlock {
+            h = midBlock(h, ctx.within("mid_block"))
+            ctx.features?.record("mid_block", h)
+        }
+        for (i, block) in upBlocks.enumerated() {
+            h = block(h, skips: &skips, ctx.within("up_blocks.\(i)"))
+            ctx.features?.record("up_blocks.\(i)", h)
+        }
         precondition(skips.isEmpty, "UNet2DConditionModel: \(skips.count) skip states left unused")
         return convOut(convNormOut.silu(h))
     }

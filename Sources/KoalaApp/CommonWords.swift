@@ -1,8 +1,8 @@
 /// Everyday English words. An identifier token should be a word the text encoders
 /// have no strong meaning for ("sks"); training a common word onto a subject fights
 /// what the model already knows and bleeds into every prompt that uses the word.
-enum CommonWords {
-    static func contains(_ word: String) -> Bool { set.contains(word.lowercased()) }
+public enum CommonWords {
+    public static func contains(_ word: String) -> Bool { set.contains(word.lowercased()) }
 
     private static let set: Set<String> = Set("""
     a about above after again against all also always am an and another any are around as at away \

@@ -1,12 +1,12 @@
 import Foundation
-import KoalaApp
 import KoalaDiffusion
 import KoalaImageIO
 import KoalaStore
 import KoalaTraining
 
-/// What `train` keeps in the store besides progress: the checkpoints it saves and
-/// retires (`checkpoint.keep_last`) and its validation images.
+/// What a training run keeps in the store besides progress: the checkpoints it saves and
+/// retires (`checkpoint.keep_last`) and its validation images. Each is reported to the
+/// run's events once it is recorded.
 final class TrainingRecorder {
     let store: SubjectStore
     let subject: Subject
@@ -14,16 +14,19 @@ final class TrainingRecorder {
     let runDirectory: URL
     let modelPath: String
     let keepLast: Int?
+    let events: TrainingEventSink
     /// The store ids of this run's checkpoints by step, to link validation images.
     private var checkpointIDs: [Int: Int64] = [:]
 
-    init(store: SubjectStore, subject: Subject, runID: Int64, runDirectory: URL, modelPath: String, keepLast: Int?) throws {
+    init(store: SubjectStore, subject: Subject, runID: Int64, runDirectory: URL, modelPath: String, keepLast: Int?,
+         events: @escaping TrainingEventSink) throws {
         self.store = store
         self.subject = subject
         self.runID = runID
         self.runDirectory = runDirectory
         self.modelPath = modelPath
         self.keepLast = keepLast
+        self.events = events
         for c in try store.checkpoints(runID: runID) { checkpointIDs[c.step] = c.id }
         DurableWrite.removeLeftovers(in: validationDirectory)
     }
@@ -37,7 +40,7 @@ final class TrainingRecorder {
             try store.recordCheckpoint(runID: runID, step: files.step, kind: files.unet == nil ? .lora : .full, file: files.recordedFile)
         }
         checkpointIDs[files.step] = c.id
-        print("checkpoint step \(files.step): \((files.unet ?? files.primaryLoRA).path)")
+        events(.checkpointSaved(step: files.step, file: files.unet ?? files.primaryLoRA))
     }
 
     /// Deletes a retired checkpoint's rows, then its files (its resume state last).
@@ -47,7 +50,7 @@ final class TrainingRecorder {
         let files = old.files.filter { !$0.lastPathComponent.hasPrefix("state-") } + old.files.filter { $0.lastPathComponent.hasPrefix("state-") }
         try DurableWrite.record("retiring checkpoint step \(old.step)") { try store.deleteCheckpoints(rows, files: files) }
         checkpointIDs[old.step] = nil
-        print("removed checkpoint step \(old.step) (checkpoint.keep_last = \(keepLast.map(String.init) ?? "-"))")
+        events(.checkpointRemoved(step: old.step, keepLast: keepLast))
     }
 
     /// Writes a validation image as a PNG with `generate`'s text chunks (plus run and
@@ -66,8 +69,7 @@ final class TrainingRecorder {
                                     steps: p.steps, scheduler: p.scheduler.rawValue, guidanceScale: Double(p.guidance),
                                     width: image.width, height: image.height, imagePath: try store.relativePath(of: url))
         _ = try DurableWrite.record("validation row \(image.fileName)") { try store.recordGeneration(generation) }
-        print("validation step \(image.step): \(url.path) \"\(p.prompt)\"")
-        fflush(nil)
+        events(.validationImage(step: image.step, file: url, prompt: p.prompt))
     }
 
     /// Whether the validation images of these names are on disk and recorded.

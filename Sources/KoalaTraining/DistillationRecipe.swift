@@ -1,0 +1,160 @@
+import Foundation
+import KoalaTensor
+import TOMLKit
+
+/// A distillation recipe (`koalabooth distill --recipe`): the `[distill]` table — what
+/// the student matches of the teacher and how strongly — and the tables a DreamBooth
+/// recipe has, read by `TrainingRecipe`'s own reader and rules: `[data]` (only
+/// `resolution`: captions come with the images), `[model]` (gradient_checkpointing,
+/// precision; the whole student is trained), `[optim]`, `[train]`, `[checkpoint]`. There
+/// are no class images (`[prior]`) and no validation images yet (`[validation]`); both
+/// tables are refused rather than ignored. Every key is in recipes/README.md.
+public struct DistillationRecipe: Sendable, Equatable {
+    /// `[distill]`.
+    public var distill = DistillSection()
+    /// Every other table.
+    public var training = TrainingRecipe()
+
+    public init() { training.model.train = .full }
+
+    /// `[distill]` keys.
+    public struct DistillSection: Sendable, Equatable {
+        /// `self-attention` (KOALA) or `last-feature` (BK-SDM).
+        public var features = DistillationFeatureMode.selfAttention
+        /// Which teacher transformer block each student block matches (`self-attention` only).
+        public var mapping = DistillationLayerMapping.saBottom
+        /// Weight of L_task (MSE to the noise or v target).
+        public var taskWeight = 1.0
+        /// Weight of L_outKD (MSE to the teacher's prediction).
+        public var outputWeight = 1.0
+        /// Weight of L_featKD (summed feature MSEs).
+        public var featureWeight = 1.0
+
+        public init() {}
+
+        enum Key: String, CaseIterable {
+            case features, mapping
+            case taskWeight = "task_weight"
+            case outputWeight = "output_weight"
+            case featureWeight = "feature_weight"
+        }
+
+        public var weights: DistillationLossWeights {
+            DistillationLossWeights(task: Float(taskWeight), output: Float(outputWeight), feature: Float(featureWeight))
+        }
+    }
+
+    /// Parses and validates a distillation recipe; `source` names it in syntax errors.
+    public static func parse(toml text: String, source: String = "recipe") throws -> DistillationRecipe {
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw RecipeError.syntax(source: source, line: e.source.begin.line, column: e.source.begin.column,
+                                     reason: e.description)
+        }
+        var r = DistillationRecipe()
+        if root["prior"] != nil {
+            throw RecipeError.conflict(key: "prior", reason: "distillation has no class images (prior preservation is DreamBooth's); remove the [prior] table")
+        }
+        if let m = root["model"]?.table, let train = m["train"] {
+            guard train.string == "full" else {
+                throw RecipeError.conflict(key: "model.train", reason: "distillation trains the whole student U-Net; remove the key or set it to \"full\"")
+            }
+        }
+        if let m = root["model"]?.table, m["lora"] != nil {
+            throw RecipeError.conflict(key: "model.lora", reason: "distillation trains the whole student U-Net, not LoRA adapters; remove [model.lora]")
+        }
+        if let d = root["data"]?.table, let other = d.keys.sorted().first(where: { $0 != "resolution" }) {
+            throw RecipeError.unknownKey(key: "data.\(other)", allowed: ["resolution"], suggestion: nil)
+        }
+        if let v = root["validation"] {
+            throw RecipeError.conflict(key: "validation", reason: "distill does not draw validation images yet (\(v.type) given); remove the [validation] table")
+        }
+        // The other tables go through TrainingRecipe's reader: the same keys, types,
+        // ranges and messages as a DreamBooth recipe.
+        let rest = TOMLTable()
+        for key in root.keys where key != "distill" { rest[key] = root[key] }
+        if let m = root["model"]?.table {
+            let model = TOMLTable()
+            for key in m.keys { model[key] = m[key] }
+            model["train"] = String("full")
+            rest["model"] = model
+        } else {
+            rest["model"] = TOMLTable(["train": String("full")])
+        }
+        r.training = try TrainingRecipe.parse(toml: rest.convert(to: .toml), source: source)
+
+        if let v = root["distill"] {
+            guard let t = v.table else {
+                throw RecipeError.wrongType(key: "distill", expected: "a table ([distill])", got: "\(v.type)")
+            }
+            try r.distill.read(t)
+        }
+        try r.validate()
+        return r
+    }
+
+    /// Reads, parses and validates the recipe file at `path`; errors name the file.
+    public static func load(path: String) throws -> DistillationRecipe {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw RecipeError.fileNotFound(path: path)
+        }
+        if isDirectory.boolValue { throw RecipeError.unreadable(path: path, reason: "it is a directory, not a .toml file") }
+        let bytes: Data
+        do { bytes = try BoundedFile.read(path, limit: BoundedFile.textLimit) } catch {
+            throw RecipeError.unreadable(path: path, reason: error.localizedDescription)
+        }
+        guard let text = String(data: bytes, encoding: .utf8) else {
+            throw RecipeError.unreadable(path: path, reason: "not UTF-8 text (a TOML recipe is a text file)")
+        }
+        do { return try parse(toml: text, source: path) } catch let e as RecipeError {
+            if case .syntax = e { throw e }
+            throw RecipeError.inFile(path: path, e)
+        }
+    }
+
+    /// The `[distill]` ranges.
+    public func validate() throws {
+        for (key, w) in [("task_weight", distill.taskWeight), ("output_weight", distill.outputWeight),
+                         ("feature_weight", distill.featureWeight)] {
+            guard w >= 0, w <= 1000 else {
+                throw RecipeError.outOfRange(key: "distill.\(key)", requirement: "in 0...1000", got: "\(w)")
+            }
+        }
+        if distill.taskWeight == 0, distill.outputWeight == 0, distill.featureWeight == 0 {
+            throw RecipeError.conflict(key: "distill.task_weight", reason: "all three loss weights are 0, so nothing would be learned; set at least one above 0")
+        }
+    }
+}
+
+extension DistillationRecipe.DistillSection {
+    fileprivate mutating func read(_ t: TOMLTable) throws {
+        let allowed = Key.allCases.map(\.rawValue)
+        for k in t.keys.sorted() where Key(rawValue: k) == nil {
+            throw RecipeError.unknownKey(key: "distill.\(k)", allowed: allowed, suggestion: nil)
+        }
+        func choice<E: RawRepresentable & CaseIterable>(_ k: Key, _: E.Type) throws -> E? where E.RawValue == String {
+            guard let v = t[k.rawValue] else { return nil }
+            guard let s = v.string else {
+                throw RecipeError.wrongType(key: "distill.\(k.rawValue)", expected: "a string", got: "\(v.type)")
+            }
+            guard let e = E(rawValue: s) else {
+                throw RecipeError.notOneOf(key: "distill.\(k.rawValue)", allowed: E.allCases.map(\.rawValue), got: "\"\(s)\"")
+            }
+            return e
+        }
+        func number(_ k: Key) throws -> Double? {
+            guard let v = t[k.rawValue] else { return nil }
+            if let d = v.double, d.isFinite { return d }
+            if let i = v.int { return Double(i) }
+            throw RecipeError.wrongType(key: "distill.\(k.rawValue)", expected: "a finite number", got: "\(v.type)")
+        }
+        if let v = try choice(.features, DistillationFeatureMode.self) { features = v }
+        if let v = try choice(.mapping, DistillationLayerMapping.self) { mapping = v }
+        if let v = try number(.taskWeight) { taskWeight = v }
+        if let v = try number(.outputWeight) { outputWeight = v }
+        if let v = try number(.featureWeight) { featureWeight = v }
+    }
+}

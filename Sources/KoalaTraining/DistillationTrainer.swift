@@ -1,0 +1,244 @@
+import Foundation
+import KoalaDiffusion
+import KoalaModels
+import KoalaTensor
+
+/// One cached example of a distillation run: an image's latents (× the VAE's scaling
+/// factor) and its caption's conditioning, each with a batch dimension of 1.
+public struct DistillationExample {
+    /// [1, 4, h, w].
+    public let latents: Tensor
+    /// Penultimate hidden states of both text encoders, [1, S, cross_attention_dim].
+    public let hiddenStates: Tensor
+    /// Pooled text embedding, [1, P].
+    public let pooled: Tensor
+    /// SDXL `add_time_ids`, [1, 6].
+    public let timeIds: Tensor
+
+    public init(latents: Tensor, hiddenStates: Tensor, pooled: Tensor, timeIds: Tensor) {
+        self.latents = latents
+        self.hiddenStates = hiddenStates
+        self.pooled = pooled
+        self.timeIds = timeIds
+    }
+}
+
+/// One line of distillation progress: the step's totals and its three terms (means
+/// over its micro-batches, unweighted).
+public struct DistillationProgress: Sendable {
+    public let training: TrainingProgress
+    public let task: Double
+    public let output: Double
+    public let feature: Double
+}
+
+/// KOALA's distillation loop (paper Sec. 4.2): every weight of `student` trained on
+/// `DistillationLoss` against the frozen `teacher`, over cached examples, with the
+/// DreamBooth trainer's pieces — the recipe's optimizer and learning-rate schedule,
+/// clipping, accumulation, the same checkpoints (a diffusers `unet-stepN/` folder,
+/// optimizer state, resume state) and the same exact resume (each step's draws are a
+/// fixed sequence replayed from the seed).
+public final class DistillationTrainer {
+    public let recipe: DistillationRecipe
+    public let student: UNet2DConditionModel
+    public let teacher: UNet2DConditionModel
+    public let loss: DistillationLoss
+    public let noiseSchedule: NoiseSchedule
+    public let predictionType: PredictionType
+    let examples: [DistillationExample]
+    let weights: FullUNetWeights
+
+    /// - Parameter studentConfigJSON: the student's `config.json`, written into every checkpoint.
+    public init(recipe: DistillationRecipe, student: UNet2DConditionModel, studentConfigJSON: Data,
+                teacher: UNet2DConditionModel, noiseSchedule: NoiseSchedule, predictionType: PredictionType,
+                examples: [DistillationExample]) throws {
+        guard !examples.isEmpty else { throw TrainingError("no distillation examples were given") }
+        guard predictionType != .sample else {
+            throw TrainingError("prediction_type \"sample\" cannot be distilled here; use epsilon or v_prediction")
+        }
+        self.recipe = recipe
+        self.student = student
+        self.teacher = teacher
+        self.noiseSchedule = noiseSchedule
+        self.predictionType = predictionType
+        self.examples = examples
+        loss = try DistillationLoss(student: student, teacher: teacher, mode: recipe.distill.features,
+                                    mapping: recipe.distill.mapping, weights: recipe.distill.weights)
+        teacher.setRequiresGrad(false)
+        student.gradientCheckpointing = recipe.training.model.gradientCheckpointing
+        weights = FullUNetWeights(unet: student, configJSON: studentConfigJSON)
+    }
+
+    private struct MicroBatch {
+        var latents, noise, hidden, pooled, timeIds: Tensor
+        var timesteps: [Int]
+    }
+
+    private struct Randomness {
+        var noise: any TensorRandomSource
+        var picks: RandomGenerator
+    }
+
+    private func makeRandomness() -> Randomness {
+        let t = recipe.training.train
+        let noise: any TensorRandomSource = t.rng == .torch ? TorchGenerator(seed: t.seed) : RandomGenerator(seed: t.seed)
+        return Randomness(noise: noise, picks: RandomGenerator(seed: t.seed &+ 0xD157_111A_7E5D_0001))
+    }
+
+    /// Draws one micro-batch of examples of one latent size (the first pick decides it);
+    /// the order of draws is fixed so that replaying reproduces it.
+    private func draw(_ r: inout Randomness) -> MicroBatch {
+        let first = r.picks.int(below: examples.count)
+        let size = examples[first].latents.shape
+        let same = examples.indices.filter { examples[$0].latents.shape == size }
+        let picks = [first] + (1..<recipe.training.train.batchSize).map { _ in same[r.picks.int(below: same.count)] }
+        func cat(_ f: (DistillationExample) -> Tensor) -> Tensor {
+            picks.count == 1 ? f(examples[first]) : Tensor.cat(picks.map { f(examples[$0]) }, dim: 0)
+        }
+        let x = cat(\.latents)
+        let (noise, t) = noiseSchedule.trainingNoise(shape: x.shape, offset: Float(recipe.training.train.noiseOffset),
+                                                     from: &r.noise)
+        return MicroBatch(latents: x, noise: noise, hidden: cat(\.hiddenStates), pooled: cat(\.pooled),
+                          timeIds: cat(\.timeIds), timesteps: t)
+    }
+
+    private func terms(_ m: MicroBatch) -> DistillationLossTerms {
+        let noisy = noiseSchedule.addNoise(original: m.latents, noise: m.noise, timesteps: m.timesteps)
+        let target = predictionType == .vPrediction
+            ? noiseSchedule.velocity(sample: m.latents, noise: m.noise, timesteps: m.timesteps) : m.noise
+        return loss(student: student, teacher: teacher, sample: noisy, timestep: m.timesteps.map(Float.init),
+                    encoderHiddenStates: m.hidden, textEmbeds: m.pooled, timeIds: m.timeIds, target: target)
+    }
+
+    /// How far the student's prediction is from the teacher's on held-out noise and
+    /// timesteps (the examples are the training ones):
+    /// mean over `count` (example, noise, timestep) triples drawn from `seed` of
+    /// MSE(student, teacher) / mean(teacher²). Both without gradients.
+    public func relativeOutputMSE(seed: UInt64 = 0x4E1D_0007, count: Int = 8) -> Double {
+        noGrad {
+            var g = RandomGenerator(seed: seed)
+            var total = 0.0
+            for _ in 0..<count {
+                let e = examples[g.int(below: examples.count)]
+                let noise = Tensor.randn(e.latents.shape, generator: &g)
+                let t = [g.int(below: noiseSchedule.numTrainTimesteps)]
+                let noisy = noiseSchedule.addNoise(original: e.latents, noise: noise, timesteps: t)
+                func predict(_ m: UNet2DConditionModel) -> Tensor {
+                    m(sample: noisy, timestep: t.map(Float.init), encoderHiddenStates: e.hiddenStates,
+                      textEmbeds: e.pooled, timeIds: e.timeIds)
+                }
+                let teacherOut = predict(teacher)
+                let gap = Double(predict(student).mseLoss(teacherOut).item)
+                let scale = Double(teacherOut.mseLoss(Tensor.zeros(teacherOut.shape)).item)
+                total += gap / max(scale, 1e-12)
+            }
+            return total / Double(count)
+        }
+    }
+
+    /// Runs the optimizer loop to `train.max_steps`, writing checkpoints into `directory`
+    /// (resuming after the step of `resumeFrom`, a checkpoint's state JSON).
+    /// - Returns: the state of the last checkpoint.
+    @discardableResult
+    public func train(directory: URL, resumeFrom: URL? = nil,
+                      progress: (DistillationProgress) throws -> Void = { _ in },
+                      checkpointSaved: (TrainingCheckpointFiles) throws -> Void = { _ in },
+                      shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
+        let r0 = recipe.training
+        let total = r0.train.maxSteps, accumulation = r0.train.gradientAccumulation
+        let params = weights.parameters
+        let optimizer = r0.optim.makeOptimizer()
+        let schedule = r0.optim.schedule(totalSteps: total)
+        let smoothing = r0.train.lossSmoothing
+        var r = makeRandomness()
+        var start = 0, smoothed = 0.0, smoothWeight = 0.0, elapsedBefore = 0.0
+        var lastLoss: Double?
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        DurableWrite.removeLeftovers(in: directory)
+        func finish(_ files: TrainingCheckpointFiles) throws {
+            try checkpointSaved(files)
+            if let keep = r0.checkpoint.keepLast {
+                for old in CheckpointRetention.expired(in: directory, keep: keep) where old.step != files.step {
+                    try CheckpointRetention.deleteFiles(old)
+                }
+            }
+        }
+        if let resumeFrom {
+            let state = try JSONDecoder().decode(TrainingCheckpointState.self, from: Data(contentsOf: resumeFrom))
+            guard state.seed == r0.train.seed, state.rng == r0.train.rng.rawValue else {
+                throw TrainingError("\(resumeFrom.path) was saved with seed \(state.seed) (rng \(state.rng)); resume with the same recipe")
+            }
+            let dir = resumeFrom.deletingLastPathComponent()
+            try weights.load(state, from: dir)
+            try optimizer.load(stateDict: OptimizerState.load(from: dir.appendingPathComponent(state.optimizerFile).path))
+            for _ in 0..<(state.rngReplaySteps * accumulation) { _ = draw(&r) }
+            start = state.step
+            smoothed = state.smoothedLoss.map { $0 * state.smoothingWeight } ?? 0
+            smoothWeight = state.smoothingWeight
+            lastLoss = state.lastLoss
+            elapsedBefore = state.elapsedSeconds
+            try finish(DreamBoothTrainer.files(of: state, in: dir))
+        }
+
+        let began = Date()
+        var last: TrainingCheckpointState?
+        var step = start
+        while step < total {
+            var stepLoss = 0.0, task = 0.0, output = 0.0, feature = 0.0
+            for _ in 0..<accumulation {
+                let t = terms(draw(&r))
+                let n = Double(accumulation)
+                stepLoss += Double(t.total.item) / n
+                task += Double(t.task.item) / n
+                output += Double(t.output.item) / n
+                feature += Double(t.feature.item) / n
+                (accumulation == 1 ? t.total : t.total * (1 / Float(accumulation))).backward()
+            }
+            guard stepLoss.isFinite else {
+                throw TrainingError("the distillation loss became \(stepLoss) at step \(step + 1); lower optim.learning_rate (now \(r0.optim.learningRate))")
+            }
+            if r0.optim.maxGradNorm > 0 { _ = GradientClipping.clipGradNorm(params, maxNorm: r0.optim.maxGradNorm) }
+            let lr = schedule.learningRate(atStep: step)
+            optimizer.learningRate = lr
+            optimizer.step(params)
+            optimizer.zeroGrad(params)
+            step += 1
+            lastLoss = stepLoss
+            smoothed = smoothing * smoothed + (1 - smoothing) * stepLoss
+            smoothWeight = smoothing * smoothWeight + (1 - smoothing)
+            if step == total || step % max(1, r0.train.logEvery) == 0 {
+                let perStep = Date().timeIntervalSince(began) / Double(step - start)
+                let line = TrainingProgress(step: step, totalSteps: total, loss: stepLoss,
+                                            smoothedLoss: smoothing > 0 ? smoothed / smoothWeight : stepLoss, learningRate: lr,
+                                            secondsPerStep: perStep, etaSeconds: perStep * Double(total - step),
+                                            peakRSSBytes: DreamBoothTrainer.peakRSSBytes())
+                try progress(DistillationProgress(training: line, task: task, output: output, feature: feature))
+            }
+            let stopping = step < total && shouldStop()
+            if stopping || step == total || (r0.checkpoint.every > 0 && step % r0.checkpoint.every == 0) {
+                var state = TrainingCheckpointState(
+                    step: step, totalSteps: total, seed: r0.train.seed, rng: r0.train.rng.rawValue, rngReplaySteps: step,
+                    smoothedLoss: smoothWeight > 0 ? smoothed / smoothWeight : nil, smoothingWeight: smoothWeight,
+                    lastLoss: lastLoss, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(began),
+                    loraFile: nil, kohyaFile: nil, precision: Precision.compute.rawValue, optimizerFile: "")
+                let tag = String(format: "step%06d", step)
+                try weights.save(tag: tag, into: directory, state: &state)
+                state.optimizerFile = "optimizer-\(tag).safetensors"
+                try DurableWrite.file(directory.appendingPathComponent(state.optimizerFile)) {
+                    try optimizer.stateDict().save(to: $0.path)
+                }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                let json = try encoder.encode(state)
+                try DurableWrite.file(directory.appendingPathComponent("state-\(tag).json")) { try json.write(to: $0) }
+                last = state
+                try finish(DreamBoothTrainer.files(of: state, in: directory))
+            }
+            if stopping { throw TrainingInterrupted(step: step) }
+        }
+        if let last { return last }
+        return TrainingCheckpointState(step: step, totalSteps: total, seed: r0.train.seed, rng: r0.train.rng.rawValue,
+                                       rngReplaySteps: step, smoothedLoss: nil, smoothingWeight: smoothWeight, lastLoss: lastLoss,
+                                       elapsedSeconds: elapsedBefore, loraFile: nil, kohyaFile: nil, optimizerFile: "")
+    }
+}
