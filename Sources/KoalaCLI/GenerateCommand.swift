@@ -78,6 +78,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Noise source: torch (default; same noise as torch.Generator().manual_seed(seed)) or native.")
     var rng = "torch"
 
+    @Option(help: "VAE decoding in tiles, as diffusers' enable_vae_tiling(): auto (only when decoding the image whole would not fit in the available memory), on, or off (whole, as diffusers by default).")
+    var vaeTiling = VAETiling.auto
+
     @Option(help: ArgumentHelp("Start from this initial noise (safetensors with tensor `latents`) instead of --seed.", valueName: "file"))
     var latents: String?
 
@@ -203,8 +206,8 @@ struct GenerateCommand: ParsableCommand {
         let shape = try pipeline.latentShape(width: size.width, height: size.height, count: count)
         let latentBytes = Double(shape.dropFirst().reduce(1, *) * MemoryLayout<Float>.size)
         do {
-            try pipeline.checkRequest(width: size.width, height: size.height, count: count, guidance: guidance,
-                                      keptBytesPerImage: saveLatents == nil ? 0 : latentBytes, available: SystemMemory.availableBytes())
+            p.vaeTiling = try pipeline.checkRequest(width: size.width, height: size.height, count: count, guidance: guidance, vaeTiling: vaeTiling,
+                                                    keptBytesPerImage: saveLatents == nil ? 0 : latentBytes, available: SystemMemory.availableBytes())
         } catch let e as GenerationError { throw CLIError(e.description) }
         try Self.checkDiskSpace(folder: outDir, bytes: Double(count) * GenerationFootprint.outputBytes(width: size.width, height: size.height),
                                 what: "\(count) image\(count == 1 ? "" : "s") of \(size.width)x\(size.height)")
@@ -269,6 +272,7 @@ struct GenerateCommand: ParsableCommand {
         if let latents { m["seed"] = nil; m["latents"] = latents }
         if let lora { m["lora"] = lora; m["lora_scale"] = "\(loraScale)" }
         if let subject { m["subject"] = subject }
+        m["vae_tiling"] = p.vaeTiling.rawValue  // as resolved by checkRequest: on or off
         var info = Infotext(parameters: p, schedulerConfig: p.schedulerConfig(schedulerConfig),
                             width: size.width, height: size.height, modelPath: model)
         info.seeded = latents == nil
@@ -397,3 +401,5 @@ extension GenerationParameters {
         ]
     }
 }
+
+extension VAETiling: ExpressibleByArgument {}
