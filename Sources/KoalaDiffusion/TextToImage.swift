@@ -220,9 +220,10 @@ extension StableDiffusionXLPipeline {
     /// handed to `body` (index from 0, final latents [1, 4, h, w], image [1, 3, H, W])
     /// before the next one starts, so memory does not grow with `p.count`. The starting
     /// noise is `noise`'s row `index`, or the same draws `initialNoise(p)` makes for the
-    /// batch (one generator continued from image to image). Decoded whole or in tiles as
-    /// `p.vaeTiling` says (`auto` weighs one image against the memory available now). Each image runs the U-Net alone
-    /// rather than in a batch of `p.count`, which changes its result only by rounding.
+    /// batch (one generator continued from image to image). Each image runs the U-Net alone
+    /// rather than in a batch of `p.count`, which changes its result only by rounding, and
+    /// is decoded whole or in tiles as `p.vaeTiling` says (`auto` weighs one image against
+    /// the memory available now).
     public func generateEach(_ p: GenerationParameters, noise: Tensor? = nil,
                              progress: (_ index: Int, GenerationProgress) -> Void = { _, _ in },
                              _ body: (_ index: Int, _ latents: Tensor, _ image: Tensor) throws -> Void) throws {
