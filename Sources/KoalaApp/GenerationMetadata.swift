@@ -29,6 +29,7 @@ extension GenerationRequest {
         if let latents { m["seed"] = nil; m["latents"] = latents }
         if let lora { m["lora"] = lora; m["lora_scale"] = "\(loraScale)" }
         if let subject { m["subject"] = subject }
+        m["vae_tiling"] = p.vaeTiling.rawValue  // as the bounds check resolved it: on or off
         var info = Infotext(parameters: p, schedulerConfig: p.schedulerConfig(schedulerConfig),
                             width: width, height: height, modelPath: model)
         info.seeded = latents == nil

@@ -58,8 +58,9 @@ public struct GenerationUseCase: Sendable {
         let size = (width: p.width ?? pipeline.defaultSize.width, height: p.height ?? pipeline.defaultSize.height)
         let shape = try pipeline.latentShape(width: size.width, height: size.height, count: count)
         let latentBytes = Double(shape.dropFirst().reduce(1, *) * MemoryLayout<Float>.size)
-        try pipeline.checkRequest(width: size.width, height: size.height, count: count, guidance: p.guidance,
-                                  keptBytesPerImage: request.saveLatents == nil ? 0 : latentBytes, available: SystemMemory.availableBytes())
+        // The decode is then tiled exactly where the bounds check counted it tiled.
+        p.vaeTiling = try pipeline.checkRequest(width: size.width, height: size.height, count: count, guidance: p.guidance, vaeTiling: p.vaeTiling,
+                                                keptBytesPerImage: request.saveLatents == nil ? 0 : latentBytes, available: SystemMemory.availableBytes())
         let bytes = Double(count) * GenerationFootprint.outputBytes(width: size.width, height: size.height)
         if let free = SubjectStore.availableBytes(URL(fileURLWithPath: outDir)).map({ Double($0) }), bytes > free {
             throw GenerationRequestError.notEnoughDiskSpace(count: count, width: size.width, height: size.height,

@@ -100,7 +100,7 @@ enum Harness {
     static let defaultGroups: Set<String> = ["kernels", "tiny"]
     /// Groups too heavy for a shared machine: they run only when the filter is the group
     /// name or the case's full name, never through `all` or a partial name.
-    static let onRequestGroups: Set<String> = ["koala1024"]
+    static let onRequestGroups: Set<String> = ["koala1024", "vae2048"]
 
     /// The cases a command-line filter selects: none → the default groups; a group name
     /// → that group; `all` → every case outside `onRequestGroups`; anything else → every

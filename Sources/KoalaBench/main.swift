@@ -17,12 +17,16 @@ let usage = """
                first run writes a ~3 GB fp16 pipeline to .build-bench/koala-700m-fp16)
       koala1024  full training step at 1024 px, 8-bit Adam, gradient checkpointing (minutes
                and ~10-20 GB per side: run it on a quiet machine)
+      vae      the SDXL/KOALA VAE decoding one 1024 px image whole and in 512 px tiles
+               (random weights; tens of seconds each)
+      vae2048  the same at 2048 px (minutes and, whole, ~15 GB: only on request; a decode
+               the available memory cannot hold is skipped)
       optimizer  one 8-bit Adam step over KOALA-700M's 782.8M parameters (~8 GB)
       gemm     the U-Net's GEMM shape classes, each through OpenBLAS and oneDNN
       kernels, tiny   that group
-      all      every case but koala1024
+      all      every case but koala1024 and vae2048
       TEXT     any case whose name contains TEXT, e.g. "full-step", "sgemm" (koala1024
-               only by its group or full name)
+               and vae2048 only by their group or full name)
 
     Model cases run in a child process each (KoalaBench --case NAME, and
     tools/bench/torch_ops.py --isolated NAME), so the reported peak RSS is that case's
@@ -39,7 +43,7 @@ if args.contains("--help") || args.contains("-h") {
     exit(0)
 }
 let cases = GemmBench.cases + ConvBench.cases + AttentionBench.cases + ModelBench.cases
-    + OptimizerBench.cases
+    + OptimizerBench.cases + VAEBench.cases
 if let i = args.firstIndex(of: "--case"), i + 1 < args.count {
     Harness.runChild(cases, name: args[i + 1])
     exit(0)

@@ -16,6 +16,7 @@ extension Spelled where Self: RawRepresentable, RawValue == String {
 extension SchedulerKind: Spelled {}
 extension TimestepSpacing: Spelled {}
 extension RNGKind: Spelled {}
+extension VAETiling: Spelled {}
 extension Precision: Spelled {
     /// Any case, as `model.precision` in a recipe.
     init?(spelling: String) { try? self.init(parsing: spelling) }

@@ -75,6 +75,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Noise source: torch (default; same noise as torch.Generator().manual_seed(seed)) or native.")
     var rng = Choice(RNGKind.torch)
 
+    @Option(help: "VAE decoding in tiles, as diffusers' enable_vae_tiling(): auto (only when decoding the image whole would not fit in the available memory), on, or off (whole, as diffusers by default).")
+    var vaeTiling = Choice(VAETiling.auto)
+
     @Option(help: ArgumentHelp("Start from this initial noise (safetensors with tensor `latents`) instead of --seed.", valueName: "file"))
     var latents: String?
 
@@ -102,6 +105,9 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("unknown --scheduler '\(scheduler.spelling)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard rng.value != nil else { throw ValidationError("--rng must be torch or native, not '\(rng.spelling)'") }
+        guard vaeTiling.value != nil else {
+            throw ValidationError("unknown --vae-tiling '\(vaeTiling.spelling)'; choose one of \(VAETiling.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         if let t = timestepSpacing, t.value == nil {
             throw ValidationError("unknown --timestep-spacing '\(t.spelling)'; choose one of \(TimestepSpacing.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -124,6 +130,7 @@ struct GenerateCommand: ParsableCommand {
         r.parameters.height = height
         r.parameters.count = count
         r.parameters.rng = rng.value!
+        r.parameters.vaeTiling = vaeTiling.value!
         r.model = model
         r.variant = variant
         r.subject = subject

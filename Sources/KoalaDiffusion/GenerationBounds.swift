@@ -19,14 +19,32 @@ public enum GenerationLimits {
 ///
 /// Generation holds the weights (already loaded when this is asked) plus the activations
 /// of one image at a time: the U-Net's at latent resolution (batch 2 with guidance), then
-/// the VAE decoder's at full resolution, which dominate for SDXL-family VAEs. The counts
-/// of live tensors are deliberately generous (a refused request is a message; an
-/// accepted one that does not fit is an abort).
+/// the VAE decoder's at full resolution, which dominate for SDXL-family VAEs unless the
+/// decode is tiled (`VAETiling`): then they are those of one tile. The counts of live
+/// tensors are deliberately generous (a refused request is a message; an accepted one
+/// that does not fit is an abort).
 public struct GenerationFootprint: Sendable {
-    /// Estimated bytes per output pixel (the larger of the U-Net and VAE decode phases).
-    public let bytesPerPixel: Double
+    /// Estimated U-Net working bytes per output pixel.
+    public let unetBytesPerPixel: Double
+    /// Estimated VAE decoder working bytes per decoded pixel (the whole image untiled,
+    /// one tile tiled).
+    public let decoderBytesPerPixel: Double
+    /// Pixel side of one decode tile (`AutoencoderKL.tileSampleSize`) and the fraction
+    /// of it that overlaps the next (`tileOverlapFactor`).
+    public let tileSampleSize: Int
+    public let tileOverlapFactor: Double
+    private let vaeScaleFactor: Int
 
-    public init(unet: UNet2DConditionConfig, vae: AutoencoderKLConfig, vaeScaleFactor f: Int, guidance: Bool) {
+    /// The decoded float image and its 8-bit copy.
+    public static let imageBytesPerPixel = 4.0 * 3 + 3
+
+    /// Estimated bytes per output pixel of an untiled request (the larger of the U-Net and
+    /// VAE decode phases, plus the image).
+    public var bytesPerPixel: Double { max(unetBytesPerPixel, decoderBytesPerPixel) + Self.imageBytesPerPixel }
+
+    /// `tileSampleSize` nil: the VAE's `sample_size`, as `AutoencoderKL` tiles by default.
+    public init(unet: UNet2DConditionConfig, vae: AutoencoderKLConfig, vaeScaleFactor f: Int, guidance: Bool,
+                tileSampleSize: Int? = nil, tileOverlapFactor: Double = 0.25) {
         let c = unet.blockOutChannels.map(Double.init)
         // Per latent cell at U-Net level k (each level has a quarter of the cells of the one
         // above): skip connections of every level kept for the up path (≈3 tensors of c_k),
@@ -38,7 +56,7 @@ public struct GenerationFootprint: Sendable {
             skips += 3 * ck * share
             working = max(working, 14 * ck * share)
         }
-        let unetFloats = Double(guidance ? 2 : 1) * (skips + working) / Double(f * f)
+        unetBytesPerPixel = 4 * Double(guidance ? 2 : 1) * (skips + working) / Double(f * f)
         // VAE decoder level l (l = 0 at full resolution): the upsampled input (channels of
         // level l+1) and output (channels of level l) of its resnets, ≈2 + 3 tensors.
         let v = vae.blockOutChannels.map(Double.init)
@@ -47,18 +65,39 @@ public struct GenerationFootprint: Sendable {
             let input = v[min(l + 1, v.count - 1)]
             vaeFloats = max(vaeFloats, (2 * input + 3 * v[l]) / pow(4, Double(l)))
         }
-        // + the decoded float image and its 8-bit copy.
-        bytesPerPixel = 4 * max(unetFloats, vaeFloats) + 4 * 3 + 3
+        decoderBytesPerPixel = 4 * vaeFloats
+        self.tileSampleSize = tileSampleSize ?? vae.sampleSize
+        self.tileOverlapFactor = tileOverlapFactor
+        vaeScaleFactor = f
     }
 
-    /// Estimated peak working bytes for one width × height image.
-    public func workingBytes(width: Int, height: Int) -> Double { bytesPerPixel * Double(width) * Double(height) }
+    /// Estimated peak working bytes for one width × height image, its decode whole or in
+    /// tiles.
+    public func workingBytes(width: Int, height: Int, tiled: Bool = false) -> Double {
+        let pixels = Double(width) * Double(height)
+        return max(unetBytesPerPixel * pixels, decodeBytes(width: width, height: height, tiled: tiled))
+            + Self.imageBytesPerPixel * pixels
+    }
+
+    /// Estimated VAE decode working bytes (the final image apart). Tiled, as
+    /// `AutoencoderKL.tiledDecode` works: one tile's decoder activations, the decoded
+    /// tiles of the row above and of the current row (3 floats a pixel), and the cropped
+    /// rows with the image they are joined into. No larger than one tile decodes whole.
+    public func decodeBytes(width: Int, height: Int, tiled: Bool) -> Double {
+        let pixels = Double(width) * Double(height)
+        guard tiled, width > tileSampleSize || height > tileSampleSize else { return decoderBytesPerPixel * pixels }
+        let tile = Double(min(tileSampleSize, width)) * Double(min(tileSampleSize, height))
+        // The same truncations as the decode: latent tiles every tileLatent·(1 − overlap).
+        let step = max(1, Int(Double(tileSampleSize / vaeScaleFactor) * (1 - tileOverlapFactor)))
+        let tilesPerRow = Double((width / vaeScaleFactor + step - 1) / step)
+        return decoderBytesPerPixel * tile + 4 * 3 * (2 * tilesPerRow * tile + 2 * pixels)
+    }
 
     /// The largest square side (a multiple of `multiple`, at most `GenerationLimits.maxSide`)
     /// whose working memory fits in `available` bytes; 0 when not even the smallest fits.
-    public func largestSquareSide(available: Double, multiple: Int) -> Int {
-        let side = Int((available / bytesPerPixel).squareRoot())
-        return min(GenerationLimits.maxSide / multiple * multiple, side / multiple * multiple)
+    public func largestSquareSide(available: Double, multiple: Int, tiled: Bool = false) -> Int {
+        let sides = stride(from: GenerationLimits.maxSide / multiple * multiple, through: multiple, by: -multiple)
+        return sides.first { workingBytes(width: $0, height: $0, tiled: tiled) <= available } ?? 0
     }
 
     /// Upper bound of one written image file: an 8-bit RGB PNG is at most the raw pixels
@@ -74,37 +113,49 @@ extension StableDiffusionXLPipeline {
     /// back).
     public var sizeMultiple: Int { vaeScaleFactor << (unet.config.downBlockTypes.count - 1) }
 
-    /// The working-memory estimate of one image with this pipeline.
+    /// The working-memory estimate of one image with this pipeline (tiles of its VAE's
+    /// `tileSampleSize` and `tileOverlapFactor`).
     public func footprint(guidance: Float) -> GenerationFootprint {
-        GenerationFootprint(unet: unet.config, vae: vae.config, vaeScaleFactor: vaeScaleFactor, guidance: guidance > 1)
+        GenerationFootprint(unet: unet.config, vae: vae.config, vaeScaleFactor: vaeScaleFactor, guidance: guidance > 1,
+                            tileSampleSize: vae.tileSampleSize, tileOverlapFactor: vae.tileOverlapFactor)
     }
 
     /// Refuses a request that cannot fit: a side over `GenerationLimits.maxSide`, a count
     /// over `GenerationLimits.maxCount`, or one image's working memory (plus
     /// `keptBytesPerImage` for each image whose output is kept in memory, such as final
     /// latents to save) over `available` bytes (`SystemMemory.availableBytes()`; nil:
-    /// not known, not checked).
-    public func checkRequest(width: Int, height: Int, count: Int, guidance: Float,
-                             keptBytesPerImage: Double = 0, available: UInt64?) throws {
+    /// not known, not checked). The decode counts as tiled where `vaeTiling` tiles (for
+    /// `auto`: where the untiled request would not fit), so a size refused whole can pass
+    /// in tiles. Returns that choice (`on` or `off`) for the generation to use, so that
+    /// the check and the decode agree.
+    @discardableResult
+    public func checkRequest(width: Int, height: Int, count: Int, guidance: Float, vaeTiling: VAETiling = .auto,
+                             keptBytesPerImage: Double = 0, available: UInt64?) throws -> VAETiling {
         for (name, side) in [("width", width), ("height", height)] where side > GenerationLimits.maxSide {
             throw GenerationError("the image \(name) \(side) is over the limit of \(GenerationLimits.maxSide) pixels; this model draws \(defaultSize.width)x\(defaultSize.height) natively")
         }
         guard count <= GenerationLimits.maxCount else {
             throw GenerationError("\(count) images is over the limit of \(GenerationLimits.maxCount) per command; run generate several times (with different seeds) for more")
         }
-        guard let available else { return }
+        let kept = keptBytesPerImage * Double(count)
+        let tiled = decodesTiled(vaeTiling, width: width, height: height, guidance: guidance, keptBytes: kept, available: available)
+        guard let available else { return tiled ? .on : .off }
         let fp = footprint(guidance: guidance)
-        let needed = fp.workingBytes(width: width, height: height) + keptBytesPerImage * Double(count)
-        guard needed <= Double(available) else {
-            let gib = { (b: Double) in String(format: "%.1f GiB", b / 1_073_741_824) }
-            let side = fp.largestSquareSide(available: Double(available) - keptBytesPerImage * Double(count), multiple: sizeMultiple)
-            let hint = side > 0 ? "the largest this model can draw in that is about \(side)x\(side)" : "not even the smallest image fits"
-            throw GenerationError("""
-                a \(width)x\(height) image\(keptBytesPerImage > 0 ? " (with \(count) latents kept to save)" : "") needs about \(gib(needed)) \
-                of memory (about \(Int(fp.bytesPerPixel.rounded())) bytes per pixel for the VAE decode and U-Net), but only \
-                \(gib(Double(available))) is available (MemAvailable and the cgroup limit); \(hint). \
-                Draw a smaller image, or free memory
-                """)
-        }
+        let working = fp.workingBytes(width: width, height: height, tiled: tiled)
+        guard working + kept > Double(available) else { return tiled ? .on : .off }
+        let gib = { (b: Double) in String(format: "%.1f GiB", b / 1_073_741_824) }
+        let side = fp.largestSquareSide(available: Double(available) - kept, multiple: sizeMultiple, tiled: tiled)
+        let hint = side > 0 ? "the largest this model can draw in that is about \(side)x\(side)" : "not even the smallest image fits"
+        // Libraries say what is wrong; the caller names its own switch for tiling.
+        let inTiles = fp.workingBytes(width: width, height: height, tiled: true) + kept
+        let advice = !tiled && inTiles <= Double(available)
+            ? "Decoded in VAE tiles it would need about \(gib(inTiles)), which fits; or draw a smaller image"
+            : "Draw a smaller image, or free memory"
+        throw GenerationError("""
+            a \(width)x\(height) image\(keptBytesPerImage > 0 ? " (with \(count) latents kept to save)" : "") needs about \(gib(working + kept)) \
+            of memory\(tiled ? " even with the VAE decoding in tiles" : "") \
+            (about \(Int((working / (Double(width) * Double(height))).rounded())) bytes per pixel for the VAE decode and U-Net), \
+            but only \(gib(Double(available))) is available (MemAvailable and the cgroup limit); \(hint). \(advice)
+            """)
     }
 }

@@ -35,6 +35,9 @@ public struct GenerationParameters: Sendable, Equatable {
     /// Images per prompt (diffusers' `num_images_per_prompt`).
     public var count = 1
     public var rng = RNGKind.torch
+    /// Whether the VAE decodes in tiles; `auto` only where decoding whole would not fit in
+    /// the memory available, so ordinary sizes match diffusers' untiled default.
+    public var vaeTiling = VAETiling.auto
 
     public init(prompt: String) { self.prompt = prompt }
 
@@ -178,10 +181,13 @@ extension StableDiffusionXLPipeline {
     /// Text-to-image as diffusers' `StableDiffusionXLPipeline.__call__`: encodes the
     /// prompts, denoises `noise` (unscaled standard normal [count, 4, h, w]; drawn from
     /// `p.seed` with `p.rng` when nil) over `p.steps` scheduler steps with batched
-    /// classifier-free guidance, and decodes the final latents with the VAE.
+    /// classifier-free guidance, and decodes the final latents with the VAE, whole or in
+    /// tiles as `p.vaeTiling` says (`auto` weighs the batch against the memory available
+    /// now).
     public func generate(_ p: GenerationParameters, noise: Tensor? = nil,
                          progress: (GenerationProgress) -> Void = { _ in }) throws -> GenerationResult {
         let (width, height, shape) = try request(p, noise: noise)
+        let tiled = decodesTiled(for: p, width: width, height: height, images: p.count)
         var scheduler = try makeScheduler(p)
         return try noGrad {
             let cond = encodePrompt([p.prompt])
@@ -189,8 +195,15 @@ extension StableDiffusionXLPipeline {
             let latents = try denoiseLatents(unet: unet, scheduler: &scheduler, conditional: cond.repeated(p.count), unconditional: uncond,
                                          guidance: p.guidance, guidanceRescale: p.guidanceRescale, noise: try noise ?? initialNoise(p),
                                          width: width, height: height, progress: progress)
-            return GenerationResult(latents: latents, images: decodeLatents(latents), width: width, height: height)
+            return GenerationResult(latents: latents, images: decodeLatents(latents, tiled: tiled), width: width, height: height)
         }
+    }
+
+    /// `decodesTiled` for `p`, with the memory available now when it is `auto` (a caller
+    /// that ran `checkRequest` passes its answer, `on` or `off`, in `p.vaeTiling`).
+    private func decodesTiled(for p: GenerationParameters, width: Int, height: Int, images: Int) -> Bool {
+        decodesTiled(p.vaeTiling, width: width, height: height, guidance: p.guidance, images: images,
+                     available: p.vaeTiling == .auto ? SystemMemory.availableBytes() : nil)
     }
 
     /// The pixel size `p` asks for and its latent shape, checked against given `noise`.
@@ -208,11 +221,14 @@ extension StableDiffusionXLPipeline {
     /// before the next one starts, so memory does not grow with `p.count`. The starting
     /// noise is `noise`'s row `index`, or the same draws `initialNoise(p)` makes for the
     /// batch (one generator continued from image to image). Each image runs the U-Net alone
-    /// rather than in a batch of `p.count`, which changes its result only by rounding.
+    /// rather than in a batch of `p.count`, which changes its result only by rounding, and
+    /// is decoded whole or in tiles as `p.vaeTiling` says (`auto` weighs one image against
+    /// the memory available now).
     public func generateEach(_ p: GenerationParameters, noise: Tensor? = nil,
                              progress: (_ index: Int, GenerationProgress) -> Void = { _, _ in },
                              _ body: (_ index: Int, _ latents: Tensor, _ image: Tensor) throws -> Void) throws {
         let (width, height, shape) = try request(p, noise: noise)
+        let tiled = decodesTiled(for: p, width: width, height: height, images: 1)
         var draws = NoiseDraws(p, shape: shape, given: noise)
         try noGrad {
             let cond = encodePrompt([p.prompt])
@@ -222,13 +238,14 @@ extension StableDiffusionXLPipeline {
                 let latents = try denoiseLatents(unet: unet, scheduler: &scheduler, conditional: cond, unconditional: uncond,
                                                  guidance: p.guidance, guidanceRescale: p.guidanceRescale, noise: draws.next(),
                                                  width: width, height: height) { progress(index, $0) }
-                try body(index, latents, decodeLatents(latents))
+                try body(index, latents, decodeLatents(latents, tiled: tiled))
             }
         }
     }
 
     /// Undoes the VAE's latent normalisation (`latents_mean`/`latents_std` when the config
-    /// has them, else the scaling factor) and decodes to images [B, 3, H, W].
+    /// has them, else the scaling factor) and decodes to images [B, 3, H, W], in the VAE's
+    /// tiles with `tiled` (as diffusers' `enable_vae_tiling()`).
     public func decodeLatents(_ latents: Tensor, tiled: Bool = false) -> Tensor {
         noGrad { vae.decode(unscaleLatents(latents, config: vae.config), tiled: tiled) }
     }

@@ -186,6 +186,25 @@ def generate_case(folder, variant, size):
     return run
 
 
+def vae_decode_case(size, tiled):
+    """The SDXL/KOALA VAE (fp16-fix config, random weights) decoding one image's latents,
+    whole or with enable_tiling() (512 px tiles, its sample_size), as KoalaBench's VAEBench."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        sample_size=512, scaling_factor=0.13025, force_upcast=False).eval()
+    if tiled:
+        vae.enable_tiling()
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        with torch.no_grad():
+            vae.decode(latents)
+    return run
+
+
 CASES = {
     "sgemm 2048x2048x2048": lambda: sgemm(2048),
     "sgemm 4096x4096x4096": lambda: sgemm(4096),
@@ -200,6 +219,8 @@ CASES = {
     "unet koala-700m 1024 full-step checkpointed": lambda: unet_case("full-step-ckpt", 1024),
     "generate tiny 64px 25 steps cfg": lambda: generate_case("tiny", None, 64),
     "generate koala-700m 512 25 steps cfg": lambda: generate_case("koala-700m-fp16", "fp16", 512),
+    **{f"vae-decode sdxl {size} {'tiled' if tiled else 'untiled'}": (lambda size=size, tiled=tiled: vae_decode_case(size, tiled))
+       for size in (1024, 2048) for tiled in (False, True)},
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""Tiled VAE decode in text-to-image: diffusers' StableDiffusionXLPipeline with
+`pipe.vae.enable_tiling()` (what `enable_vae_tiling()` does) and without, on the tiny
+pipeline that `koalabooth model init --preset tiny --seed 0` writes, at 64x96 px: the
+tiny VAE's tiles are 64 px (its sample_size), so the 8x12 latents decode as 2x2
+overlapping tiles, the right-hand ones cut off by the image edge.
+
+Usage: fixtures_vaetiling.py [KOALABOOTH_BINARY]  (or env KB_BIN; default
+.build/debug/koalabooth from the repository root).
+
+Writes Tests/Fixtures/vaetiling.safetensors, per case `<case>.`:
+  tiled.image    [count, H, W, 3] 8-bit values with tiling (as numpy_to_pil rounds
+                 output_type="np"), float16
+  untiled.image  the same without tiling (diffusers' default)
+  latents        [count, 4, H/8, W/8] final denoised latents (tiling does not touch them)
+and `init_latents` [1, 4, 12, 8]: the unscaled standard-normal start of the "latents" case.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
+from safetensors.torch import save_file
+
+from common import FIXTURES, ROOT
+
+WIDTH, HEIGHT = 64, 96
+STEPS = 4
+GUIDANCE = 7.5
+
+# name: (scheduler, prompt, negative prompt or None, start: "latents" or seed, count)
+CASES = {
+    "dpm_neg_latents": ("dpm", "a photo of a koala wearing sunglasses", "blurry, low quality", "latents", 1),
+    "euler_noneg_seed5": ("euler", "a koala astronaut", None, 5, 2),
+}
+
+
+def main():
+    # make_fixtures.py runs this with its own arguments (script names), so only a direct run takes one.
+    direct = os.path.abspath(sys.argv[0]) == os.path.abspath(__file__)
+    binary = sys.argv[1] if direct and len(sys.argv) > 1 else os.environ.get("KB_BIN", os.path.join(ROOT, ".build/debug/koalabooth"))
+    binary = os.path.abspath(binary)
+    if not os.path.exists(binary):
+        sys.exit(f"{binary} does not exist: build it first (swift build) or pass its path")
+    torch.set_num_threads(1)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = os.path.join(tmp, "tiny")
+        subprocess.run([binary, "model", "init", "--preset", "tiny", "--seed", "0", "--out", model], check=True)
+        pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        assert pipe.vae.tile_sample_min_size == 64 and pipe.vae.tile_latent_min_size == 8
+        schedulers = {
+            "dpm": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
+            "euler": EulerDiscreteScheduler.from_config(pipe.scheduler.config),
+        }
+        init = torch.randn(1, 4, HEIGHT // 8, WIDTH // 8, generator=torch.Generator().manual_seed(100))
+        out["init_latents"] = init
+        for name, (sched, prompt, negative, start, count) in CASES.items():
+            results = {}
+            for tiling in ("tiled", "untiled"):
+                for output_type in ("np", "latent"):
+                    if tiling == "tiled":
+                        pipe.vae.enable_tiling()
+                    else:
+                        pipe.vae.disable_tiling()
+                    pipe.scheduler = schedulers[sched]
+                    kwargs = dict(prompt=prompt, negative_prompt=negative, num_inference_steps=STEPS,
+                                  guidance_scale=GUIDANCE, width=WIDTH, height=HEIGHT,
+                                  num_images_per_prompt=count, output_type=output_type)
+                    if start == "latents":
+                        kwargs["latents"] = init.repeat(count, 1, 1, 1)
+                    else:
+                        kwargs["generator"] = torch.Generator().manual_seed(start)
+                    with torch.no_grad():
+                        results[tiling, output_type] = pipe(**kwargs).images
+            assert torch.equal(results["tiled", "latent"], results["untiled", "latent"]), "tiling must only change the decode"
+            for tiling in ("tiled", "untiled"):
+                # numpy_to_pil: (images * 255).round().astype("uint8")
+                image = (torch.from_numpy(results[tiling, "np"]) * 255).round().to(torch.uint8)
+                out[f"{name}.{tiling}.image"] = image.to(torch.float16)
+            out[f"{name}.latents"] = results["tiled", "latent"].float()
+            # Tiling must really change the picture, or the tiled tests would prove nothing.
+            seams = (out[f"{name}.tiled.image"].float() - out[f"{name}.untiled.image"].float()).abs().max()
+            assert seams >= 8, f"{name}: tiled and untiled images differ by only {seams}"
+    path = os.path.join(FIXTURES, "vaetiling.safetensors")
+    save_file({k: v.contiguous() for k, v in out.items()}, path)
+    print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path) / 1024:.1f} KiB, {len(out)} tensors)")
+
+
+if __name__ == "__main__":
+    main()
