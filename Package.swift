@@ -73,7 +73,7 @@ let package = Package(
         .executableTarget(name: "KoalaBench", dependencies: ["KoalaDiffusion", "KoalaModels", "KoalaTensor", "KoalaTraining"]),
 
         // Tests. Fixtures (reference data from tools/reference/) live in Tests/Fixtures.
-        .target(name: "KoalaTestSupport", dependencies: ["KoalaTensor"], path: "Tests/KoalaTestSupport"),
+        .target(name: "KoalaTestSupport", dependencies: ["KoalaTensor", "KoalaDiffusion"], path: "Tests/KoalaTestSupport"),
         .testTarget(name: "KoalaTensorTests", dependencies: ["KoalaTensor", "KoalaTestSupport"]),
         .testTarget(name: "KoalaModelsTests", dependencies: ["KoalaModels", "KoalaTestSupport"]),
         .testTarget(name: "KoalaDiffusionTests", dependencies: ["KoalaDiffusion", "KoalaTestSupport"]),

@@ -14,6 +14,7 @@ extension GenerationParameters {
             "guidance": "\(guidance)", "guidance_rescale": "\(guidanceRescale)",
             "width": "\(width)", "height": "\(height)", "count": "\(count)",
             "rng": rng.rawValue, "model": model,
+            "vae_tiling": vaeTiling.rawValue,  // as resolved before drawing: on or off
             "precision": Precision.compute.rawValue,  // the resolved one: fp32 or bf16
             "software": "\(Product.name) \(Product.version)",
         ]
@@ -29,7 +30,6 @@ extension GenerationRequest {
         if let latents { m["seed"] = nil; m["latents"] = latents }
         if let lora { m["lora"] = lora; m["lora_scale"] = "\(loraScale)" }
         if let subject { m["subject"] = subject }
-        m["vae_tiling"] = p.vaeTiling.rawValue  // as the bounds check resolved it: on or off
         var info = Infotext(parameters: p, schedulerConfig: p.schedulerConfig(schedulerConfig),
                             width: width, height: height, modelPath: model)
         info.seeded = latents == nil

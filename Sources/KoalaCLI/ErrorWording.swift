@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import KoalaApp
 import KoalaDiffusion
+import KoalaModels
 import KoalaStore
+import KoalaTraining
 
 /// The CLI's wording of the library errors: the library says what is wrong, this adds
 /// which flag or command fixes it. Errors of other types keep their own description.
@@ -15,7 +17,31 @@ enum ErrorWording {
         case let e as SubjectError: return CLIError(text(e))
         case let e as GenerationRequestError: return CLIError(text(e))
         case let e as DoctorError: return CLIError(text(e))
+        case let e as ModelFolderError: return CLIError(text(e))
+        case RecipeError.override(let key, let inner): return CLIError("\(flag(overriding: key)): \(inner)")
         default: return error
+        }
+    }
+
+    /// The `train` flag that overrides a recipe key.
+    static func flag(overriding key: String) -> String {
+        switch key {
+        case "data.resolution": "--resolution"
+        case "train.max_steps": "--max-steps"
+        case "optim.learning_rate": "--learning-rate"
+        case "model.lora.rank": "--rank"
+        case "train.seed": "--seed"
+        default: key
+        }
+    }
+
+    static func text(_ e: ModelFolderError) -> String {
+        switch e.problem {
+        case .folderMissing:
+            return "\(e) Point --model at a diffusers folder (the one holding model_index.json), or make a tiny test model with `koalabooth model init --preset tiny --out DIR`."
+        case .notAPipelineFolder: return "\(e) Point --model at the folder that holds model_index.json."
+        case .outputExists: return "\(e) (the --out folder)."
+        case .other: return e.description
         }
     }
 

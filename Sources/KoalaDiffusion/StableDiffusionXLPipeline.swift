@@ -112,7 +112,7 @@ public final class StableDiffusionXLPipeline {
         let fm = FileManager.default
         let root = URL(fileURLWithPath: path)
         guard !fm.fileExists(atPath: root.path) else {
-            throw ModelFolderError("\(path) already exists; choose a new --out folder or remove it first")
+            throw ModelFolderError("\(path) already exists; choose a new folder or remove it first", problem: .outputExists)
         }
         let parent = root.deletingLastPathComponent()
         guard fm.fileExists(atPath: parent.path) else {

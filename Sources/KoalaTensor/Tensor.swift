@@ -89,7 +89,7 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
 
     @inline(never)
     static func heldInBF16(_ shape: [Int]) -> Never {
-        fatalError("a \(shape) tensor is held in bf16 (a frozen weight in the bf16 precision mode) and was read as float32 by an op that does not take bf16 weights; run with --precision fp32 or give that op a bf16 path (Sources/KoalaTensor/BF16Ops.swift)")
+        fatalError("a \(shape) tensor is held in bf16 (a frozen weight in the bf16 precision mode) and was read as float32 by an op that does not take bf16 weights; use the fp32 precision mode or give that op a bf16 path (Sources/KoalaTensor/BF16Ops.swift)")
     }
 
     func normalize(_ dim: Int) -> Int {

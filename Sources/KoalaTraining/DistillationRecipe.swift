@@ -46,13 +46,7 @@ public struct DistillationRecipe: Sendable, Equatable {
 
     /// Parses and validates a distillation recipe; `source` names it in syntax errors.
     public static func parse(toml text: String, source: String = "recipe") throws -> DistillationRecipe {
-        let root: TOMLTable
-        do {
-            root = try TOMLTable(string: text)
-        } catch let e as TOMLParseError {
-            throw RecipeError.syntax(source: source, line: e.source.begin.line, column: e.source.begin.column,
-                                     reason: e.description)
-        }
+        let root = try parseRecipeTOML(text, source: source)
         var r = DistillationRecipe()
         if root["prior"] != nil {
             throw RecipeError.conflict(key: "prior", reason: "distillation has no class images (prior preservation is DreamBooth's); remove the [prior] table")
@@ -97,22 +91,7 @@ public struct DistillationRecipe: Sendable, Equatable {
 
     /// Reads, parses and validates the recipe file at `path`; errors name the file.
     public static func load(path: String) throws -> DistillationRecipe {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw RecipeError.fileNotFound(path: path)
-        }
-        if isDirectory.boolValue { throw RecipeError.unreadable(path: path, reason: "it is a directory, not a .toml file") }
-        let bytes: Data
-        do { bytes = try BoundedFile.read(path, limit: BoundedFile.textLimit) } catch {
-            throw RecipeError.unreadable(path: path, reason: error.localizedDescription)
-        }
-        guard let text = String(data: bytes, encoding: .utf8) else {
-            throw RecipeError.unreadable(path: path, reason: "not UTF-8 text (a TOML recipe is a text file)")
-        }
-        do { return try parse(toml: text, source: path) } catch let e as RecipeError {
-            if case .syntax = e { throw e }
-            throw RecipeError.inFile(path: path, e)
-        }
+        try loadRecipeFile(path) { try parse(toml: $0, source: path) }
     }
 
     /// The `[distill]` ranges.

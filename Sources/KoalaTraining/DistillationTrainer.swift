@@ -164,13 +164,8 @@ public final class DistillationTrainer {
             }
         }
         if let resumeFrom {
-            let state = try JSONDecoder().decode(TrainingCheckpointState.self, from: Data(contentsOf: resumeFrom))
-            guard state.seed == r0.train.seed, state.rng == r0.train.rng.rawValue else {
-                throw TrainingError("\(resumeFrom.path) was saved with seed \(state.seed) (rng \(state.rng)); resume with the same recipe")
-            }
-            let dir = resumeFrom.deletingLastPathComponent()
-            try weights.load(state, from: dir)
-            try optimizer.load(stateDict: OptimizerState.load(from: dir.appendingPathComponent(state.optimizerFile).path))
+            let (state, dir) = try TrainingCheckpointState.resume(from: resumeFrom, seed: r0.train.seed, rng: r0.train.rng.rawValue,
+                                                                  weights: weights, optimizer: optimizer)
             for _ in 0..<(state.rngReplaySteps * accumulation) { _ = draw(&r) }
             start = state.step
             smoothed = state.smoothedLoss.map { $0 * state.smoothingWeight } ?? 0

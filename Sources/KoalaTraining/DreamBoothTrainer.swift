@@ -64,6 +64,23 @@ public struct TrainingCheckpointState: Codable, Sendable, Equatable {
     public var optimizerFile: String
 }
 
+extension TrainingCheckpointState {
+    /// Reads the resume state at `url`, checks that it belongs to a run of this `seed` and
+    /// `rng` (its random draws are replayed from them), and loads the checkpoint's weights
+    /// and optimizer state beside it. DreamBooth and distillation runs resume through here.
+    static func resume(from url: URL, seed: UInt64, rng: String, weights: any TrainedWeights,
+                       optimizer: any Optimizer) throws -> (state: Self, directory: URL) {
+        let state = try JSONDecoder().decode(Self.self, from: Data(contentsOf: url))
+        guard state.seed == seed, state.rng == rng else {
+            throw TrainingError("\(url.path) was saved with seed \(state.seed) (rng \(state.rng)); resume with the recipe and seed the run was started with")
+        }
+        let dir = url.deletingLastPathComponent()
+        try weights.load(state, from: dir)
+        try optimizer.load(stateDict: OptimizerState.load(from: dir.appendingPathComponent(state.optimizerFile).path))
+        return (state, dir)
+    }
+}
+
 /// Thrown by `train` when `shouldStop` asked it to stop; a checkpoint of `step` was saved.
 public struct TrainingInterrupted: Error, CustomStringConvertible {
     public let step: Int
@@ -378,13 +395,8 @@ public final class DreamBoothTrainer {
         }
 
         if let resumeFrom {
-            let state = try JSONDecoder().decode(TrainingCheckpointState.self, from: Data(contentsOf: resumeFrom))
-            guard state.seed == recipe.train.seed, state.rng == recipe.train.rng.rawValue else {
-                throw TrainingError("\(resumeFrom.path) was saved with seed \(state.seed) (rng \(state.rng)); resume with the same recipe and --seed")
-            }
-            let dir = resumeFrom.deletingLastPathComponent()
-            try weights.load(state, from: dir)
-            try optimizer.load(stateDict: OptimizerState.load(from: dir.appendingPathComponent(state.optimizerFile).path))
+            let (state, dir) = try TrainingCheckpointState.resume(from: resumeFrom, seed: recipe.train.seed, rng: recipe.train.rng.rawValue,
+                                                                  weights: weights, optimizer: optimizer)
             for _ in 0..<(state.rngReplaySteps * accumulation) { _ = drawMicroBatch(&r) }
             start = state.step
             smoothed = state.smoothedLoss.map { $0 * state.smoothingWeight } ?? 0

@@ -20,8 +20,8 @@ public indirect enum RecipeError: Error, Equatable, CustomStringConvertible {
     case conflict(key: String, reason: String)
     /// An error in the recipe file at `path`.
     case inFile(path: String, RecipeError)
-    /// An error caused by a command-line override.
-    case override(flag: String, RecipeError)
+    /// An error caused by an override (`RecipeOverrides`) of `key`, not by the recipe.
+    case override(key: String, RecipeError)
 
     /// The full key path at fault (`optim.learning_rate`), nil for file errors.
     public var key: String? {
@@ -54,8 +54,8 @@ public indirect enum RecipeError: Error, Equatable, CustomStringConvertible {
             return "\(key): \(reason)"
         case .inFile(let path, let error):
             return "\(path): \(error)"
-        case .override(let flag, let error):
-            return "\(flag): \(error)"
+        case .override(_, let error):
+            return "\(error) (an override of the recipe)"
         }
     }
 }

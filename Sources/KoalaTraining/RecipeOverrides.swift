@@ -1,6 +1,7 @@
 import Foundation
 
-/// Recipe keys a command line may override; nil leaves the recipe's value.
+/// Recipe keys a run may override (the CLI's flags, the service's request fields); nil
+/// leaves the recipe's value.
 public struct RecipeOverrides: Sendable, Equatable {
     /// `--resolution` → `data.resolution`.
     public var resolution: Int?
@@ -22,22 +23,23 @@ public struct RecipeOverrides: Sendable, Equatable {
         self.seed = seed
     }
 
-    /// The flag that set `key`, if one did.
-    func flag(setting key: String) -> String? {
-        let overrides: [(flag: String, key: String, given: Bool)] = [
-            ("--resolution", "data.resolution", resolution != nil),
-            ("--max-steps", "train.max_steps", maxSteps != nil),
-            ("--learning-rate", "optim.learning_rate", learningRate != nil),
-            ("--rank", "model.lora.rank", rank != nil),
-            ("--seed", "train.seed", seed != nil),
-        ]
-        return overrides.first { $0.key == key && $0.given }?.flag
+    /// Whether this override set `key`.
+    func sets(_ key: String) -> Bool {
+        switch key {
+        case "data.resolution": resolution != nil
+        case "train.max_steps": maxSteps != nil
+        case "optim.learning_rate": learningRate != nil
+        case "model.lora.rank": rank != nil
+        case "train.seed": seed != nil
+        default: false
+        }
     }
 }
 
 extension TrainingRecipe {
-    /// This recipe with the command-line values in place, validated as a recipe file is.
-    /// An error caused by a flag names the flag and the key (`--learning-rate: optim.learning_rate must be > 0 ...`).
+    /// This recipe with the overrides in place, validated as a recipe file is. An error
+    /// caused by an override is `RecipeError.override(key:)`, so a caller can name the
+    /// option that gave it (`--learning-rate: optim.learning_rate must be > 0 ...`).
     public func applying(_ o: RecipeOverrides) throws -> TrainingRecipe {
         var r = self
         if let v = o.resolution { r.data.resolution = v }
@@ -45,7 +47,7 @@ extension TrainingRecipe {
         if let v = o.learningRate { r.optim.learningRate = v }
         if let v = o.rank {
             guard r.model.train == .lora else {
-                throw RecipeError.override(flag: "--rank", .conflict(
+                throw RecipeError.override(key: "model.lora.rank", .conflict(
                     key: "model.lora.rank", reason: "applies to LoRA recipes; this recipe has model.train = \"full\""))
             }
             r.model.lora.rank = v
@@ -54,9 +56,7 @@ extension TrainingRecipe {
         do {
             try r.validate()
         } catch let e as RecipeError {
-            if let key = e.key, let flag = o.flag(setting: key) {
-                throw RecipeError.override(flag: flag, e)
-            }
+            if let key = e.key, o.sets(key) { throw RecipeError.override(key: key, e) }
             throw e
         }
         return r

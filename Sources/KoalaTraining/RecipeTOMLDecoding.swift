@@ -5,13 +5,7 @@ import TOMLKit
 extension TrainingRecipe {
     /// Parses and validates a recipe; `source` names it in syntax errors.
     public static func parse(toml text: String, source: String = "recipe") throws -> TrainingRecipe {
-        let root: TOMLTable
-        do {
-            root = try TOMLTable(string: text)
-        } catch let e as TOMLParseError {
-            throw RecipeError.syntax(source: source, line: e.source.begin.line, column: e.source.begin.column,
-                                     reason: e.description)
-        }
+        let root = try parseRecipeTOML(text, source: source)
         let r = try read(table: root, path: "")
         try r.validate()
         return r
@@ -19,28 +13,44 @@ extension TrainingRecipe {
 
     /// Reads, parses and validates the recipe file at `path`; errors name the file.
     public static func load(path: String) throws -> TrainingRecipe {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw RecipeError.fileNotFound(path: path)
-        }
-        if isDirectory.boolValue {
-            throw RecipeError.unreadable(path: path, reason: "it is a directory, not a .toml file")
-        }
-        let bytes: Foundation.Data
-        do {
-            bytes = try BoundedFile.read(path, limit: BoundedFile.textLimit)
-        } catch {
-            throw RecipeError.unreadable(path: path, reason: error.localizedDescription)
-        }
-        guard let text = String(data: bytes, encoding: .utf8) else {
-            throw RecipeError.unreadable(path: path, reason: "not UTF-8 text (a TOML recipe is a text file)")
-        }
-        do {
-            return try parse(toml: text, source: path)
-        } catch let e as RecipeError {
-            if case .syntax = e { throw e }
-            throw RecipeError.inFile(path: path, e)
-        }
+        try loadRecipeFile(path) { try parse(toml: $0, source: path) }
+    }
+}
+
+/// The TOML table of a recipe text; a syntax error names `source`, line and column.
+func parseRecipeTOML(_ text: String, source: String) throws -> TOMLTable {
+    do {
+        return try TOMLTable(string: text)
+    } catch let e as TOMLParseError {
+        throw RecipeError.syntax(source: source, line: e.source.begin.line, column: e.source.begin.column, reason: e.description)
+    }
+}
+
+/// Reads the recipe file at `path` (a regular UTF-8 file under the text-size cap) and
+/// hands its text to `parse`; every error but a syntax error (which has its own line and
+/// column) is wrapped to name the file.
+func loadRecipeFile<R>(_ path: String, _ parse: (String) throws -> R) throws -> R {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        throw RecipeError.fileNotFound(path: path)
+    }
+    if isDirectory.boolValue {
+        throw RecipeError.unreadable(path: path, reason: "it is a directory, not a .toml file")
+    }
+    let bytes: Foundation.Data
+    do {
+        bytes = try BoundedFile.read(path, limit: BoundedFile.textLimit)
+    } catch {
+        throw RecipeError.unreadable(path: path, reason: error.localizedDescription)
+    }
+    guard let text = String(data: bytes, encoding: .utf8) else {
+        throw RecipeError.unreadable(path: path, reason: "not UTF-8 text (a TOML recipe is a text file)")
+    }
+    do {
+        return try parse(text)
+    } catch let e as RecipeError {
+        if case .syntax = e { throw e }
+        throw RecipeError.inFile(path: path, e)
     }
 }
 

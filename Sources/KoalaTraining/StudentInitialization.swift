@@ -169,19 +169,19 @@ public enum StudentInitialization {
             var root = URL(fileURLWithPath: path)
             var isDir: ObjCBool = false
             guard fm.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
-                throw StudentInitializationError("teacher folder \(path) does not exist; point --from-teacher at an SDXL diffusers folder (holding model_index.json) or its unet/ folder")
+                throw StudentInitializationError("teacher folder \(path) does not exist; the teacher is an SDXL diffusers folder (holding model_index.json) or its unet/ folder")
             }
             if fm.fileExists(atPath: root.appendingPathComponent("model_index.json").path) {
                 root = try PipelineFolder(path: path).directory("unet")
             }
             let configURL = root.appendingPathComponent("config.json")
             guard fm.fileExists(atPath: configURL.path) else {
-                throw StudentInitializationError("\(path) is neither a diffusers pipeline folder (no model_index.json) nor a U-Net folder (no config.json); point --from-teacher at an SDXL diffusers folder or its unet/ folder")
+                throw StudentInitializationError("\(path) is neither a diffusers pipeline folder (no model_index.json) nor a U-Net folder (no config.json); the teacher is an SDXL diffusers folder or its unet/ folder")
             }
             let data = try readJSONFile(configURL)
             if let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                let cls = json["_class_name"] as? String, cls != "UNet2DConditionModel" {
-                throw StudentInitializationError("\(configURL.path) describes a \(cls), not a UNet2DConditionModel; point --from-teacher at an SDXL diffusers folder or its unet/ folder")
+                throw StudentInitializationError("\(configURL.path) describes a \(cls), not a UNet2DConditionModel; the teacher is an SDXL diffusers folder or its unet/ folder")
             }
             do { config = try JSONDecoder().decode(UNet2DConditionConfig.self, from: data) } catch {
                 throw StudentInitializationError("\(configURL.path) is not a U-Net config KoalaBooth can read: \(error)")
@@ -201,7 +201,7 @@ public enum StudentInitialization {
         let fm = FileManager.default
         let url = URL(fileURLWithPath: out)
         guard !fm.fileExists(atPath: url.path) else {
-            throw StudentInitializationError("\(out) already exists; choose a new --out folder or remove it first")
+            throw StudentInitializationError("\(out) already exists; choose a new folder for the student or remove it first")
         }
         guard fm.fileExists(atPath: url.deletingLastPathComponent().path) else {
             throw StudentInitializationError("cannot create \(out): the folder \(url.deletingLastPathComponent().path) does not exist")

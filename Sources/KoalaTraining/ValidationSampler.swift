@@ -143,6 +143,7 @@ public final class ValidationSampler {
         p.height = resolution
         p.count = settings.imagesPerPrompt
         p.rng = rng
+        p.vaeTiling = .off  // `LatentDecoder` decodes whole; `generate` with these parameters does too
         return p
     }
 

@@ -3,6 +3,7 @@ import KoalaApp
 import KoalaDiffusion
 import KoalaImageIO
 import KoalaStore
+import KoalaTestSupport
 import XCTest
 
 /// A temporary data directory and photo folder per test, and the tiny random pipeline
@@ -36,10 +37,5 @@ class AppTestCase: XCTestCase {
         return s
     }
 
-    static let tinyModel: String = {
-        let path = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-app-tiny-\(getpid())").path
-        try! StableDiffusionXLPipeline.initialize(preset: try! PipelinePreset.named("tiny"), seed: 0, at: path)
-        atexit { try? FileManager.default.removeItem(atPath: URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-app-tiny-\(getpid())").path) }
-        return path
-    }()
+    static var tinyModel: String { TinyPipeline.folder.path }
 }

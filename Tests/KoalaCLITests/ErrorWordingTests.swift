@@ -2,6 +2,7 @@ import Foundation
 @testable import KoalaApp
 @testable import KoalaCLI
 import KoalaStore
+import KoalaTraining
 import XCTest
 
 /// Library errors say what is wrong; the CLI adds the flag or command that fixes it
@@ -24,6 +25,23 @@ final class ErrorWordingTests: XCTestCase {
         XCTAssertNil(text.range(of: #"(^|[\s(`])--[a-z]"#, options: .regularExpression), text, file: file, line: line)
         XCTAssertFalse(text.contains("koalabooth "), text, file: file, line: line)
         XCTAssertFalse(text.contains("KOALABOOTH_HOME"), text, file: file, line: line)
+    }
+
+    /// An override's error names the `train` flag that gave it (the library names the key).
+    func testRecipeOverrideErrorsNameTheFlag() {
+        func cli(_ o: RecipeOverrides, on recipe: TrainingRecipe = TrainingRecipe()) -> String {
+            do { _ = try recipe.applying(o) } catch { return "\(ErrorWording.cli(error))" }
+            XCTFail("expected an error for \(o)")
+            return ""
+        }
+        XCTAssertEqual(cli(RecipeOverrides(learningRate: -1)), "--learning-rate: optim.learning_rate must be > 0 and <= 1, got -1")
+        XCTAssertTrue(cli(RecipeOverrides(resolution: 100)).hasPrefix("--resolution: data.resolution"))
+        XCTAssertTrue(cli(RecipeOverrides(maxSteps: 0)).hasPrefix("--max-steps: train.max_steps"))
+        XCTAssertTrue(cli(RecipeOverrides(rank: 5000)).hasPrefix("--rank: model.lora.rank"))
+        XCTAssertTrue(cli(RecipeOverrides(seed: UInt64.max)).hasPrefix("--seed: train.seed"))
+        var full = TrainingRecipe()
+        full.model.train = .full
+        XCTAssertTrue(cli(RecipeOverrides(rank: 8), on: full).contains("--rank"))
     }
 
     func testStoreErrorsNameNoFlagsAndTheCLIAddsThem() {

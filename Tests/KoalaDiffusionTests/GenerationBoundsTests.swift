@@ -2,6 +2,7 @@ import Foundation
 import KoalaDiffusion
 import KoalaModels
 import KoalaTensor
+import KoalaTestSupport
 import XCTest
 
 /// The limits `generate` checks before it starts (`GenerationLimits`,
@@ -9,20 +10,10 @@ import XCTest
 /// denoising loop's refusal of non-finite latents.
 final class GenerationBoundsTests: XCTestCase {
     nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
-    nonisolated(unsafe) static var root: URL!
 
     override class func setUp() {
         super.setUp()
-        root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-bounds-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let dir = root.appendingPathComponent("tiny").path
-        try! StableDiffusionXLPipeline.initialize(preset: try! PipelinePreset.named("tiny"), seed: 0, at: dir)
-        pipeline = try! StableDiffusionXLPipeline.load(from: dir)
-    }
-
-    override class func tearDown() {
-        try? FileManager.default.removeItem(at: root)
-        super.tearDown()
+        pipeline = TinyPipeline.load()
     }
 
     var pipeline: StableDiffusionXLPipeline { Self.pipeline }

@@ -9,21 +9,8 @@ import XCTest
 /// tools/reference/fixtures_lora.py), merged into the tiny pipeline, against the weights
 /// diffusers' `fuse_lora(lora_scale=0.5)` makes.
 final class LoRALoaderTests: XCTestCase {
-    nonisolated(unsafe) static var modelDir: URL!
+    static var modelDir: URL { TinyPipeline.folder }
     var dir: URL!
-
-    override class func setUp() {
-        super.setUp()
-        let root = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-lora-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        modelDir = root.appendingPathComponent("tiny")
-        try! StableDiffusionXLPipeline.initialize(preset: try! PipelinePreset.named("tiny"), seed: 0, at: modelDir.path)
-    }
-
-    override class func tearDown() {
-        try? FileManager.default.removeItem(at: modelDir.deletingLastPathComponent())
-        super.tearDown()
-    }
 
     override func setUpWithError() throws {
         dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-lora-t-\(UUID().uuidString)")

@@ -12,21 +12,12 @@ final class TextToImageTests: XCTestCase {
     /// move a few channel values across a rounding boundary by 1 (seen: 1); a wrong op moves
     /// whole regions by tens.
     static let worstPixel: Float = 4
-    nonisolated(unsafe) static var modelDir: URL!
+    static var modelDir: URL { TinyPipeline.folder }
     nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
 
     override class func setUp() {
         super.setUp()
-        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-t2i-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        modelDir = dir.appendingPathComponent("tiny")
-        try! StableDiffusionXLPipeline.initialize(preset: try! PipelinePreset.named("tiny"), seed: 0, at: modelDir.path)
-        pipeline = try! StableDiffusionXLPipeline.load(from: modelDir.path)
-    }
-
-    override class func tearDown() {
-        try? FileManager.default.removeItem(at: modelDir.deletingLastPathComponent())
-        super.tearDown()
+        pipeline = TinyPipeline.load()
     }
 
     static let prompt = "a photo of a koala wearing sunglasses"

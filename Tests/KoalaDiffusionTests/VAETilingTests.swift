@@ -10,21 +10,12 @@ import XCTest
 /// default) decodes ordinary sizes whole, bit for bit as `off` (fixture from
 /// tools/reference/fixtures_vaetiling.py: 64x96 px, 2x2 tiles of the tiny VAE's 64 px).
 final class VAETilingTests: XCTestCase {
-    nonisolated(unsafe) static var modelDir: URL!
+    static var modelDir: URL { TinyPipeline.folder }
     nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
 
     override class func setUp() {
         super.setUp()
-        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-vaetiling-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        modelDir = dir.appendingPathComponent("tiny")
-        try! StableDiffusionXLPipeline.initialize(preset: try! PipelinePreset.named("tiny"), seed: 0, at: modelDir.path)
-        pipeline = try! StableDiffusionXLPipeline.load(from: modelDir.path)
-    }
-
-    override class func tearDown() {
-        try? FileManager.default.removeItem(at: modelDir.deletingLastPathComponent())
-        super.tearDown()
+        pipeline = TinyPipeline.load()
     }
 
     /// Mirrors the fixture script's CASES.

@@ -2,6 +2,7 @@ import Foundation
 import KoalaDiffusion
 import KoalaModels
 import KoalaTensor
+import KoalaTestSupport
 @testable import KoalaTraining
 import XCTest
 
@@ -9,21 +10,12 @@ import XCTest
 /// tested against diffusers in Tests/KoalaDiffusionTests/TextToImageTests.swift), and
 /// `checkpoint.keep_last` picks every file of the older checkpoints and nothing else.
 final class ValidationSamplerTests: XCTestCase {
-    nonisolated(unsafe) static var modelDir: URL!
+    static var modelDir: URL { TinyPipeline.folder }
     nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
 
     override class func setUp() {
         super.setUp()
-        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("kb-val-\(UUID().uuidString)")
-        try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        modelDir = dir.appendingPathComponent("tiny")
-        try! StableDiffusionXLPipeline.initialize(preset: try! PipelinePreset.named("tiny"), seed: 0, at: modelDir.path)
-        pipeline = try! StableDiffusionXLPipeline.load(from: modelDir.path)
-    }
-
-    override class func tearDown() {
-        try? FileManager.default.removeItem(at: modelDir.deletingLastPathComponent())
-        super.tearDown()
+        pipeline = TinyPipeline.load()
     }
 
     func recipe(_ edit: (inout TrainingRecipe) -> Void) -> TrainingRecipe {

@@ -3,7 +3,12 @@
 Every fixture script writes one safetensors file under Tests/Fixtures/ holding the
 inputs, outputs and gradients a Swift test reads back. All tensors are float32.
 """
+import contextlib
 import os
+import subprocess
+import sys
+import tempfile
+
 import torch
 from safetensors.torch import save_file
 
@@ -43,3 +48,23 @@ def forward_backward(prefix, fn, inputs, seed):
         if v.grad is not None:
             entries[f"{prefix}.grad_{k}"] = v.grad
     return entries
+
+
+@contextlib.contextmanager
+def tiny_pipeline():
+    """Yields (diffusers' StableDiffusionXLPipeline, its folder) for the tiny pipeline that
+    `koalabooth model init --preset tiny --seed 0` writes: the Swift tests' tiny model.
+    The executable is the script's first argument, else $KB_BIN, else .build/debug/koalabooth."""
+    from diffusers import StableDiffusionXLPipeline
+
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KB_BIN", os.path.join(ROOT, ".build/debug/koalabooth"))
+    binary = os.path.abspath(binary)
+    if not os.path.exists(binary):
+        sys.exit(f"{binary} does not exist: build it first (swift build) or pass its path")
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = os.path.join(tmp, "tiny")
+        subprocess.run([binary, "model", "init", "--preset", "tiny", "--seed", "0", "--out", model], check=True)
+        pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        yield pipe, model

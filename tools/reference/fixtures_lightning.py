@@ -12,15 +12,12 @@ Writes Tests/Fixtures/lightning.safetensors, per case `<case>.`:
   timesteps  [10] the scheduler's timesteps, sigmas [11] its sigmas
 """
 import os
-import subprocess
-import sys
-import tempfile
 
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 from safetensors.torch import save_file
 
-from common import FIXTURES, ROOT
+from common import FIXTURES, ROOT, tiny_pipeline
 
 SIZE = 64
 STEPS = 10
@@ -34,19 +31,8 @@ CASES = {
 
 
 def main():
-    # make_fixtures.py runs this with its own arguments (script names), so only a direct run takes one.
-    direct = os.path.abspath(sys.argv[0]) == os.path.abspath(__file__)
-    binary = sys.argv[1] if direct and len(sys.argv) > 1 else os.environ.get("KB_BIN", os.path.join(ROOT, ".build/debug/koalabooth"))
-    binary = os.path.abspath(binary)
-    if not os.path.exists(binary):
-        sys.exit(f"{binary} does not exist: build it first (swift build) or pass its path")
-    torch.set_num_threads(1)
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        model = os.path.join(tmp, "tiny")
-        subprocess.run([binary, "model", "init", "--preset", "tiny", "--seed", "0", "--out", model], check=True)
-        pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=torch.float32)
-        pipe.set_progress_bar_config(disable=True)
+    with tiny_pipeline() as (pipe, model):
         assert pipe.scheduler.config.timestep_spacing == "leading", "the folder should say leading, as KOALA-Lightning's does"
         # The model card's scheduler: the folder's config with trailing spacing.
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")

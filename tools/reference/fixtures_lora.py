@@ -18,9 +18,6 @@ and Tests/Fixtures/lora.safetensors:
 """
 import json
 import os
-import subprocess
-import sys
-import tempfile
 
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
@@ -29,7 +26,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from common import FIXTURES, ROOT
+from common import FIXTURES, ROOT, tiny_pipeline
 
 # transformers 5.24 asks for peft >= 0.22, newer than any published peft (0.21.2 is the
 # latest); its LoRA code paths work with 0.21, so the version gate is lifted here.
@@ -88,19 +85,10 @@ def fused(pipe):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KB_BIN", os.path.join(ROOT, ".build/debug/koalabooth"))
-    binary = os.path.abspath(binary)
-    if not os.path.exists(binary):
-        sys.exit(f"{binary} does not exist: build it first (swift build) or pass its path")
-    torch.set_num_threads(1)
     lora_dir = os.path.join(FIXTURES, "lora")
     os.makedirs(lora_dir, exist_ok=True)
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        model = os.path.join(tmp, "tiny")
-        subprocess.run([binary, "model", "init", "--preset", "tiny", "--seed", "0", "--out", model], check=True)
-        pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=torch.float32)
-        pipe.set_progress_bar_config(disable=True)
+    with tiny_pipeline() as (pipe, model):
         init = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(100))
         base = generate(pipe, init)
 

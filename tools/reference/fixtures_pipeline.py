@@ -12,15 +12,12 @@ and `init_latents` [1, 4, 8, 8]: the unscaled standard-normal start given to the
 torch.Generator().manual_seed(S) instead.
 """
 import os
-import subprocess
-import sys
-import tempfile
 
 import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
 from safetensors.torch import save_file
 
-from common import FIXTURES, ROOT
+from common import FIXTURES, ROOT, tiny_pipeline
 
 PROMPT = "a photo of a koala wearing sunglasses"
 NEGATIVE = "blurry, low quality"
@@ -40,17 +37,8 @@ CASES = {
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KB_BIN", os.path.join(ROOT, ".build/debug/koalabooth"))
-    binary = os.path.abspath(binary)
-    if not os.path.exists(binary):
-        sys.exit(f"{binary} does not exist: build it first (swift build) or pass its path")
-    torch.set_num_threads(1)
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        model = os.path.join(tmp, "tiny")
-        subprocess.run([binary, "model", "init", "--preset", "tiny", "--seed", "0", "--out", model], check=True)
-        pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=torch.float32)
-        pipe.set_progress_bar_config(disable=True)
+    with tiny_pipeline() as (pipe, model):
         schedulers = {
             "dpm": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
             "euler": EulerDiscreteScheduler.from_config(pipe.scheduler.config),

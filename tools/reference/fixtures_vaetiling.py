@@ -15,15 +15,12 @@ Writes Tests/Fixtures/vaetiling.safetensors, per case `<case>.`:
 and `init_latents` [1, 4, 12, 8]: the unscaled standard-normal start of the "latents" case.
 """
 import os
-import subprocess
-import sys
-import tempfile
 
 import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
 from safetensors.torch import save_file
 
-from common import FIXTURES, ROOT
+from common import FIXTURES, ROOT, tiny_pipeline
 
 WIDTH, HEIGHT = 64, 96
 STEPS = 4
@@ -37,19 +34,8 @@ CASES = {
 
 
 def main():
-    # make_fixtures.py runs this with its own arguments (script names), so only a direct run takes one.
-    direct = os.path.abspath(sys.argv[0]) == os.path.abspath(__file__)
-    binary = sys.argv[1] if direct and len(sys.argv) > 1 else os.environ.get("KB_BIN", os.path.join(ROOT, ".build/debug/koalabooth"))
-    binary = os.path.abspath(binary)
-    if not os.path.exists(binary):
-        sys.exit(f"{binary} does not exist: build it first (swift build) or pass its path")
-    torch.set_num_threads(1)
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        model = os.path.join(tmp, "tiny")
-        subprocess.run([binary, "model", "init", "--preset", "tiny", "--seed", "0", "--out", model], check=True)
-        pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=torch.float32)
-        pipe.set_progress_bar_config(disable=True)
+    with tiny_pipeline() as (pipe, model):
         assert pipe.vae.tile_sample_min_size == 64 and pipe.vae.tile_latent_min_size == 8
         schedulers = {
             "dpm": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),

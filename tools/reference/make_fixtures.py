@@ -13,4 +13,5 @@ if names:
     scripts = [s for s in scripts if any(os.path.basename(s) == f"fixtures_{n}.py" for n in names)]
 for script in scripts:
     print(f"== {os.path.basename(script)}")
+    sys.argv = [script]  # the scripts' own arguments (an executable path) are not ours
     runpy.run_path(script, run_name="__main__")

@@ -14,11 +14,12 @@ public struct PipelineFolder: Sendable {
         root = URL(fileURLWithPath: path)
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
-            throw ModelFolderError("model folder \(path) does not exist. Point --model at a diffusers folder (the one holding model_index.json), or make a tiny test model with `koalabooth model init --preset tiny --out \(path)`.")
+            throw ModelFolderError("model folder \(path) does not exist; a diffusers model folder is the one holding model_index.json.",
+                                   problem: .folderMissing)
         }
         let indexURL = root.appendingPathComponent("model_index.json")
         guard FileManager.default.fileExists(atPath: indexURL.path) else {
-            throw ModelFolderError("\(path) is not a diffusers pipeline folder: model_index.json is missing. Point --model at the folder that holds model_index.json.")
+            throw ModelFolderError("\(path) is not a diffusers pipeline folder: model_index.json is missing.", problem: .notAPipelineFolder)
         }
         let data = try readJSONFile(indexURL)
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {

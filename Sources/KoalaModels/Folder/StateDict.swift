@@ -3,8 +3,17 @@ import KoalaTensor
 
 /// Problems with a model folder, each naming the file and what to do about it.
 public struct ModelFolderError: Error, CustomStringConvertible {
+    /// The cases a caller words its own fix for (which option names the folder).
+    public enum Problem: Sendable {
+        case folderMissing, notAPipelineFolder, outputExists, other
+    }
+
     public let description: String
-    public init(_ description: String) { self.description = description }
+    public let problem: Problem
+    public init(_ description: String, problem: Problem = .other) {
+        self.description = description
+        self.problem = problem
+    }
 }
 
 /// The tensors of one pipeline component, from a single safetensors file or from the
@@ -58,7 +67,7 @@ public struct StateDict: Sendable {
         let present = ((try? fm.contentsOfDirectory(atPath: directory.path)) ?? []).filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".json") }.sorted()
         let wanted = candidates(variant).single.lastPathComponent
         throw ModelFolderError("\(directory.path) has no \(wanted) (found: \(present.isEmpty ? "nothing" : present.joined(separator: ", "))). "
-            + (variant == nil ? "Supply the weights as safetensors." : "Choose another --variant or leave it out to use what exists."))
+            + (variant == nil ? "Supply the weights as safetensors." : "Choose another variant, or none to use what exists."))
     }
 
     private static func loadSharded(index: URL) throws -> StateDict {
