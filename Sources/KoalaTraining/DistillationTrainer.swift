@@ -192,11 +192,8 @@ public final class DistillationTrainer {
             guard stepLoss.isFinite else {
                 throw TrainingError("the distillation loss became \(stepLoss) at step \(step + 1); lower optim.learning_rate (now \(r0.optim.learningRate))")
             }
-            if r0.optim.maxGradNorm > 0 { _ = GradientClipping.clipGradNorm(params, maxNorm: r0.optim.maxGradNorm) }
             let lr = schedule.learningRate(atStep: step)
-            optimizer.learningRate = lr
-            optimizer.step(params)
-            optimizer.zeroGrad(params)
+            optimizer.step(params, rate: lr, maxGradNorm: r0.optim.maxGradNorm)
             step += 1
             lastLoss = stepLoss
             smoothed = smoothing * smoothed + (1 - smoothing) * stepLoss

@@ -425,11 +425,8 @@ public final class DreamBoothTrainer {
             guard stepLoss.isFinite else {
                 throw TrainingError("the loss became \(stepLoss) at step \(step + 1); lower optim.learning_rate (now \(recipe.optim.learningRate))")
             }
-            if recipe.optim.maxGradNorm > 0 { _ = GradientClipping.clipGradNorm(params, maxNorm: recipe.optim.maxGradNorm) }
             let lr = schedule.learningRate(atStep: step)
-            optimizer.learningRate = lr
-            optimizer.step(params)
-            optimizer.zeroGrad(params)
+            optimizer.step(params, rate: lr, maxGradNorm: recipe.optim.maxGradNorm)
             step += 1
             lastLoss = stepLoss
             // Bias-corrected exponential average, so early values are not pulled toward 0.

@@ -23,6 +23,16 @@ extension Optimizer {
     public func zeroGrad(_ params: [Tensor]) {
         for p in params { p.grad = nil }
     }
+
+    /// One training step's update from the accumulated gradients, as the training scripts
+    /// order it: clip their total norm to `maxGradNorm` (0: no clipping), step at `rate`,
+    /// drop the gradients. DreamBooth and distillation runs both step through here.
+    public func step(_ params: [Tensor], rate: Double, maxGradNorm: Double) {
+        if maxGradNorm > 0 { _ = GradientClipping.clipGradNorm(params, maxNorm: maxGradNorm) }
+        learningRate = rate
+        step(params)
+        zeroGrad(params)
+    }
 }
 
 /// The optimizers a recipe can name.
