@@ -34,26 +34,11 @@ struct BenchResult: Encodable {
     let gflops: Double?
     /// Peak resident memory of the process that ran the case (isolated cases only).
     var peakRSSMiB: Double?
-    var torchSeconds: Double?
+    var torchSeconds: Double? { didSet { ratio = torchSeconds.map { seconds / $0 } } }
     var torchGflops: Double?
     var torchPeakRSSMiB: Double?
-    var ratio: Double? { torchSeconds.map { seconds / $0 } }
-
-    enum CodingKeys: String, CodingKey {
-        case name, seconds, gflops, peakRSSMiB, torchSeconds, torchGflops, torchPeakRSSMiB, ratio
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(name, forKey: .name)
-        try c.encode(seconds, forKey: .seconds)
-        try c.encodeIfPresent(gflops, forKey: .gflops)
-        try c.encodeIfPresent(peakRSSMiB, forKey: .peakRSSMiB)
-        try c.encodeIfPresent(torchSeconds, forKey: .torchSeconds)
-        try c.encodeIfPresent(torchGflops, forKey: .torchGflops)
-        try c.encodeIfPresent(torchPeakRSSMiB, forKey: .torchPeakRSSMiB)
-        try c.encodeIfPresent(ratio, forKey: .ratio)
-    }
+    /// KoalaBooth's time over PyTorch's (stored, so that the JSON carries it).
+    private(set) var ratio: Double?
 }
 
 /// `--json` output: the machine's state around the run and the results.

@@ -22,18 +22,8 @@ public struct DDIMScheduler: Scheduler {
 
     public mutating func setTimesteps(_ n: Int) throws {
         try checkStepCount(n, config)
-        let train = config.numTrainTimesteps
-        let steps: [Int]
-        switch config.timestepSpacing {
-        case .linspace:
-            steps = NumPyMath.linspace(0, Double(train - 1), n).reversed().map { Int(NumPyMath.round($0)) }
-        case .leading:
-            let ratio = train / n
-            steps = (0..<n).reversed().map { $0 * ratio + config.stepsOffset }
-        case .trailing:
-            steps = NumPyMath.arange(Double(train), 0, -Double(train) / Double(n)).map { Int(NumPyMath.round($0)) - 1 }
-        }
-        timesteps = steps.map { Float($0) }
+        // DDIM steps through whole training timesteps: linspace's fractions are rounded.
+        timesteps = config.spacedTimesteps(n).map { Float(NumPyMath.round($0)) }
     }
 
     public func scaleModelInput(_ sample: Tensor, timestep: Float) -> Tensor { sample }

@@ -13,9 +13,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     public let config: SchedulerConfig
     public let schedule: NoiseSchedule
     public let solverType: SolverType
-    /// σ per training timestep (float32).
-    let trainSigmas: [Float]
-    let alphaCumprod0: Float
+    let sigmaTable: SamplerSigmas
     public private(set) var timesteps: [Float] = []
     /// σ per inference step, plus the final sigma (count = timesteps + 1).
     public private(set) var sigmas: [Float] = []
@@ -51,9 +49,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         }
         self.config = config
         schedule = NoiseSchedule(config: config)
-        let ac = schedule.samplerAlphasCumprod(config)
-        trainSigmas = NoiseSchedule.sigmas(ac)
-        alphaCumprod0 = ac[0]
+        sigmaTable = SamplerSigmas(schedule: schedule, config: config)
     }
 
     public mutating func setTimesteps(_ n: Int) throws {
@@ -71,18 +67,14 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         }
         var stepSigmas: [Double]
         if config.useKarrasSigmas {
-            stepSigmas = NumPyMath.karrasSigmas(sigmaMin: config.sigmaMin ?? Double(trainSigmas[0]),
-                                                sigmaMax: config.sigmaMax ?? Double(trainSigmas[train - 1]), count: n)
-            let logSigmas = NumPyMath.logSigmas(trainSigmas)
-            steps = stepSigmas.map { sigma in
-                let t = NumPyMath.sigmaToT(sigma, logSigmas: logSigmas)
-                return Int(config.betaSchedule == .squaredcosCapV2 ? t : NumPyMath.round(t))
-            }
+            let karras = sigmaTable.karras(sigmaMin: config.sigmaMin ?? Double(sigmaTable.train[0]),
+                                           sigmaMax: config.sigmaMax ?? Double(sigmaTable.train[train - 1]), count: n)
+            stepSigmas = karras.sigmas
+            steps = karras.timesteps.map { Int(config.betaSchedule == .squaredcosCapV2 ? $0 : NumPyMath.round($0)) }
         } else {
-            stepSigmas = steps.map { NumPyMath.interp(Double($0), trainSigmas) }
+            stepSigmas = steps.map { NumPyMath.interp(Double($0), sigmaTable.train) }
         }
-        let last: Float = config.finalSigmasType == .sigmaMin ? ((1 - alphaCumprod0) / alphaCumprod0).squareRoot() : 0
-        sigmas = stepSigmas.map { Float($0) } + [last]
+        sigmas = stepSigmas.map { Float($0) } + [sigmaTable.final]
         timesteps = steps.map { Float($0) }
         modelOutputs = Array(repeating: nil, count: config.solverOrder)
         lowerOrderNums = 0

@@ -10,8 +10,7 @@ import KoalaTensor
 public struct EulerDiscreteScheduler: Scheduler {
     public let config: SchedulerConfig
     public let schedule: NoiseSchedule
-    let trainSigmas: [Float]
-    let alphaCumprod0: Float
+    let sigmaTable: SamplerSigmas
     public private(set) var timesteps: [Float] = []
     /// σ per inference step, plus the final sigma (count = timesteps + 1).
     public private(set) var sigmas: [Float] = []
@@ -29,33 +28,20 @@ public struct EulerDiscreteScheduler: Scheduler {
         }
         self.config = config
         schedule = NoiseSchedule(config: config)
-        let ac = schedule.samplerAlphasCumprod(config)
-        trainSigmas = NoiseSchedule.sigmas(ac)
-        alphaCumprod0 = ac[0]
+        sigmaTable = SamplerSigmas(schedule: schedule, config: config)
     }
 
     public mutating func setTimesteps(_ n: Int) throws {
         try checkStepCount(n, config)
-        let train = config.numTrainTimesteps
-        var steps: [Float]
-        switch config.timestepSpacing {
-        case .linspace:
-            steps = NumPyMath.linspace(0, Double(train - 1), n).reversed().map { Float($0) }
-        case .leading:
-            let ratio = train / n
-            steps = (0..<n).reversed().map { Float($0 * ratio) + Float(config.stepsOffset) }
-        case .trailing:
-            steps = NumPyMath.arange(Double(train), 0, -Double(train) / Double(n)).map { Float(NumPyMath.round($0)) - 1 }
-        }
-        var stepSigmas = steps.map { NumPyMath.interp(Double($0), trainSigmas) }
+        var steps = config.spacedTimesteps(n).map { Float($0) }
+        var stepSigmas = steps.map { NumPyMath.interp(Double($0), sigmaTable.train) }
         if config.useKarrasSigmas {
-            stepSigmas = NumPyMath.karrasSigmas(sigmaMin: config.sigmaMin ?? stepSigmas[stepSigmas.count - 1],
-                                                sigmaMax: config.sigmaMax ?? stepSigmas[0], count: n)
-            let logSigmas = NumPyMath.logSigmas(trainSigmas)
-            steps = stepSigmas.map { Float(NumPyMath.sigmaToT($0, logSigmas: logSigmas)) }
+            let karras = sigmaTable.karras(sigmaMin: config.sigmaMin ?? stepSigmas[stepSigmas.count - 1],
+                                           sigmaMax: config.sigmaMax ?? stepSigmas[0], count: n)
+            stepSigmas = karras.sigmas
+            steps = karras.timesteps.map { Float($0) }
         }
-        let last: Float = config.finalSigmasType == .sigmaMin ? ((1 - alphaCumprod0) / alphaCumprod0).squareRoot() : 0
-        sigmas = stepSigmas.map { Float($0) } + [last]
+        sigmas = stepSigmas.map { Float($0) } + [sigmaTable.final]
         timesteps = steps
         stepIndex = nil
     }

@@ -45,6 +45,23 @@ func checkStepCount(_ n: Int, _ config: SchedulerConfig) throws {
     }
 }
 
+extension SchedulerConfig {
+    /// The `n` inference timesteps, descending, that `timestep_spacing` picks as diffusers'
+    /// Euler and DDIM schedulers do (linspace's are fractional; DPM-Solver spaces its own).
+    func spacedTimesteps(_ n: Int) -> [Double] {
+        let train = numTrainTimesteps
+        switch timestepSpacing {
+        case .linspace:
+            return NumPyMath.linspace(0, Double(train - 1), n).reversed()
+        case .leading:
+            let ratio = train / n
+            return (0..<n).reversed().map { Double($0 * ratio + stepsOffset) }
+        case .trailing:
+            return NumPyMath.arange(Double(train), 0, -Double(train) / Double(n)).map { NumPyMath.round($0) - 1 }
+        }
+    }
+}
+
 /// Position of `timestep` in `timesteps` as diffusers' `index_for_timestep` finds it: the
 /// second match when it occurs twice (so a restart mid-schedule does not skip a step).
 func indexForTimestep(_ timestep: Float, in timesteps: [Float]) -> Int? {

@@ -8,18 +8,15 @@ public enum GradMode {
 
 /// Runs `body` without recording ops (inference, optimizer updates).
 @discardableResult
-public func noGrad<T>(_ body: () throws -> T) rethrows -> T {
-    let saved = GradMode.isEnabled
-    GradMode.isEnabled = false
-    defer { GradMode.isEnabled = saved }
-    return try body()
-}
+public func noGrad<T>(_ body: () throws -> T) rethrows -> T { try withGradMode(false, body) }
 
 /// Runs `body` with recording on, even inside `noGrad` (used by checkpointing).
 @discardableResult
-public func withGrad<T>(_ body: () throws -> T) rethrows -> T {
+public func withGrad<T>(_ body: () throws -> T) rethrows -> T { try withGradMode(true, body) }
+
+private func withGradMode<T>(_ enabled: Bool, _ body: () throws -> T) rethrows -> T {
     let saved = GradMode.isEnabled
-    GradMode.isEnabled = true
+    GradMode.isEnabled = enabled
     defer { GradMode.isEnabled = saved }
     return try body()
 }

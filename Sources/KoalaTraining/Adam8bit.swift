@@ -22,9 +22,9 @@ import KoalaTensor
 /// in the default weight decay: 0 and 0.01). Quantized codes match bitsandbytes
 /// exactly for the same gradients; parameters agree to about one float32 ulp per step
 /// because PyTorch's CPU `sqrt` (MKL) is not always correctly rounded.
-public final class Adam8bit: Optimizer {
+public final class Adam8bit: AdamFamily {
     public var learningRate: Double
-    public let beta1: Double, beta2: Double, eps: Double, weightDecay: Double
+    let hyperparameters: AdamHyperparameters
     /// Parameters with fewer elements keep float32 moments (bitsandbytes `min_8bit_size`).
     public let minQuantizedSize: Int
     public static let blockSize = BlockwiseQuantizer.optimizerBlockSize
@@ -44,18 +44,9 @@ public final class Adam8bit: Optimizer {
         }
     }
 
-    final class FloatMoments {
-        var step = 0
-        var expAvg: [Float], expAvgSq: [Float]
-        init(count: Int) {
-            expAvg = [Float](repeating: 0, count: count)
-            expAvgSq = [Float](repeating: 0, count: count)
-        }
-    }
-
     enum Slot {
         case quantized(QuantizedMoments)
-        case float(FloatMoments)
+        case float(AdamMoments)
     }
     var slots: [Slot?] = []
     /// The vector kernel where the CPU has one; tests compare every kernel with `.swift`.
@@ -65,13 +56,8 @@ public final class Adam8bit: Optimizer {
     /// (`Adam8bit`); pass 0.01 for `AdamW8bit`.
     public init(learningRate: Double = 1e-3, betas: (Double, Double) = (0.9, 0.999), eps: Double = 1e-8,
                 weightDecay: Double = 0, minQuantizedSize: Int = 4096) {
-        precondition(learningRate >= 0 && eps >= 0 && weightDecay >= 0, "learning rate, eps and weight decay must be >= 0")
-        precondition((0..<1).contains(betas.0) && (0..<1).contains(betas.1), "betas must lie in [0, 1)")
+        hyperparameters = AdamHyperparameters(learningRate: learningRate, betas: betas, eps: eps, weightDecay: weightDecay)
         self.learningRate = learningRate
-        self.beta1 = betas.0
-        self.beta2 = betas.1
-        self.eps = eps
-        self.weightDecay = weightDecay
         self.minQuantizedSize = minQuantizedSize
     }
 
@@ -97,7 +83,7 @@ public final class Adam8bit: Optimizer {
         for (i, p) in params.enumerated() {
             guard let g = p.optimizerGrad() else { continue }
             if slots[i] == nil {
-                slots[i] = p.count >= minQuantizedSize ? .quantized(QuantizedMoments(count: p.count)) : .float(FloatMoments(count: p.count))
+                slots[i] = p.count >= minQuantizedSize ? .quantized(QuantizedMoments(count: p.count)) : .float(AdamMoments(count: p.count))
             }
             switch slots[i]! {
             case .quantized(let q):
@@ -171,7 +157,7 @@ public final class Adam8bit: Optimizer {
         }}}}}}}}
     }
 
-    private func updateFloat(_ p: Tensor, _ g: Tensor, _ f: FloatMoments) {
+    private func updateFloat(_ p: Tensor, _ g: Tensor, _ f: AdamMoments) {
         let t = Double(f.step), lr = learningRate
         let b1 = Float(beta1), c1 = Float(1 - beta1), b2 = Float(beta2), c2 = Float(1 - beta2)
         let correction1 = 1 - Foundation.pow(beta1, t), correction2 = (1 - Foundation.pow(beta2, t)).squareRoot()
@@ -179,20 +165,17 @@ public final class Adam8bit: Optimizer {
         let epsScaled = Float(eps * correction2)
         let decay = Float(1 - lr * weightDecay), hasDecay = weightDecay > 0
         let pd = p.data, gd = g.data, n = p.count
-        f.expAvg.withUnsafeMutableBufferPointer { mB in
-            f.expAvgSq.withUnsafeMutableBufferPointer { vB in
-                let m = mB.baseAddress!, v = vB.baseAddress!
-                Parallel.forEach(n, grain: 16384) { range in
-                    for i in range {
-                        let gi = gd[i]
-                        let mi = (m[i] * b1).addingProduct(c1, gi)
-                        let vi = (v[i] * b2).addingProduct(c2 * gi, gi)
-                        m[i] = mi
-                        v[i] = vi
-                        var pi = pd[i]
-                        if hasDecay { pi = pi * decay }
-                        pd[i] = pi.addingProduct(stepSize, mi / (vi.squareRoot() + epsScaled))
-                    }
+        f.withBuffers { m, v in
+            Parallel.forEach(n, grain: 16384) { range in
+                for i in range {
+                    let gi = gd[i]
+                    let mi = (m[i] * b1).addingProduct(c1, gi)
+                    let vi = (v[i] * b2).addingProduct(c2 * gi, gi)
+                    m[i] = mi
+                    v[i] = vi
+                    var pi = pd[i]
+                    if hasDecay { pi = pi * decay }
+                    pd[i] = pi.addingProduct(stepSize, mi / (vi.squareRoot() + epsScaled))
                 }
             }
         }
@@ -204,11 +187,9 @@ public final class Adam8bit: Optimizer {
 
     public func stateDict() -> OptimizerState {
         var st = OptimizerState()
-        st.metadata = [
-            "optimizer": Self.kindName, "param_count": "\(slots.count)", "lr": "\(learningRate)",
-            "beta1": "\(beta1)", "beta2": "\(beta2)", "eps": "\(eps)", "weight_decay": "\(weightDecay)",
-            "min_8bit_size": "\(minQuantizedSize)", "block_size": "\(Self.blockSize)",
-        ]
+        st.metadata = stateMetadata(kind: Self.kindName, parameterCount: slots.count)
+        st.metadata["min_8bit_size"] = "\(minQuantizedSize)"
+        st.metadata["block_size"] = "\(Self.blockSize)"
         for (i, slot) in slots.enumerated() {
             switch slot {
             case .quantized(let q)?:
@@ -220,11 +201,9 @@ public final class Adam8bit: Optimizer {
                 st.tensors["param.\(i).absmax1"] = .copying(q.absmax1)
                 st.tensors["param.\(i).absmax2"] = .copying(q.absmax2)
             case .float(let f)?:
-                st.metadata["param.\(i).step"] = "\(f.step)"
+                f.save(into: &st, index: i)
                 st.metadata["param.\(i).count"] = "\(f.expAvg.count)"
                 st.metadata["param.\(i).quantized"] = "false"
-                st.tensors["param.\(i).exp_avg"] = .copying(f.expAvg)
-                st.tensors["param.\(i).exp_avg_sq"] = .copying(f.expAvgSq)
             case nil:
                 break
             }
@@ -250,11 +229,7 @@ public final class Adam8bit: Optimizer {
                 q.absmax2 = try st.tensor("param.\(i).absmax2", count: q.absmax2.count).toArray()
                 loaded[i] = .quantized(q)
             } else {
-                let f = FloatMoments(count: n)
-                f.step = step
-                f.expAvg = try st.tensor("param.\(i).exp_avg", count: n).toArray()
-                f.expAvgSq = try st.tensor("param.\(i).exp_avg_sq", count: n).toArray()
-                loaded[i] = .float(f)
+                loaded[i] = .float(try AdamMoments.load(st, index: i, count: n))
             }
         }
         learningRate = try st.double("lr")

@@ -122,24 +122,24 @@ public struct DistillationLoss {
             TrainingError("the student's \(prefix) has transformer blocks and the teacher's none (or the other way round): the teacher is not the student's architecture at a larger depth")
         }
 
-        for (i, (sb, tb)) in zip(s.downBlocks, t.downBlocks).enumerated() {
-            let prefix = "down_blocks.\(i)"
-            switch (sb as? CrossAttnDownBlock2D, tb as? CrossAttnDownBlock2D) {
-            case (let sc?, let tc?) where mode == .selfAttention: try attentions(prefix, sc.attentions, tc.attentions, up: false)
+        /// A stage matched by its output, or (sa-* modes) attention by attention; both
+        /// or neither must have attentions.
+        func block(_ prefix: String, _ sa: [Transformer2DModel]?, _ ta: [Transformer2DModel]?, up: Bool) throws {
+            switch (sa, ta) {
+            case (let sa?, let ta?) where mode == .selfAttention: try attentions(prefix, sa, ta, up: up)
             case (nil, nil), (.some, .some): stage(prefix)
             default: throw structure(prefix)
             }
+        }
+
+        for (i, (sb, tb)) in zip(s.downBlocks, t.downBlocks).enumerated() {
+            try block("down_blocks.\(i)", (sb as? CrossAttnDownBlock2D)?.attentions, (tb as? CrossAttnDownBlock2D)?.attentions, up: false)
         }
         if let sm = s.midBlock, let tm = t.midBlock {
-            if mode == .selfAttention { try attentions("mid_block", sm.attentions, tm.attentions, up: false) } else { stage("mid_block") }
+            try block("mid_block", sm.attentions, tm.attentions, up: false)
         }
         for (i, (sb, tb)) in zip(s.upBlocks, t.upBlocks).enumerated() {
-            let prefix = "up_blocks.\(i)"
-            switch (sb as? CrossAttnUpBlock2D, tb as? CrossAttnUpBlock2D) {
-            case (let sc?, let tc?) where mode == .selfAttention: try attentions(prefix, sc.attentions, tc.attentions, up: true)
-            case (nil, nil), (.some, .some): stage(prefix)
-            default: throw structure(prefix)
-            }
+            try block("up_blocks.\(i)", (sb as? CrossAttnUpBlock2D)?.attentions, (tb as? CrossAttnUpBlock2D)?.attentions, up: true)
         }
         return out
     }

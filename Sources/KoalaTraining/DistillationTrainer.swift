@@ -144,93 +144,24 @@ public final class DistillationTrainer {
                       progress: (DistillationProgress) throws -> Void = { _ in },
                       checkpointSaved: (TrainingCheckpointFiles) throws -> Void = { _ in },
                       shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
-        let r0 = recipe.training
-        let total = r0.train.maxSteps, accumulation = r0.train.gradientAccumulation
-        let params = weights.parameters
-        let optimizer = r0.optim.makeOptimizer()
-        let schedule = r0.optim.schedule(totalSteps: total)
-        let smoothing = r0.train.lossSmoothing
+        let accumulation = Double(recipe.training.train.gradientAccumulation)
         var r = makeRandomness()
-        var start = 0, smoothed = 0.0, smoothWeight = 0.0, elapsedBefore = 0.0
-        var lastLoss: Double?
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        DurableWrite.removeLeftovers(in: directory)
-        func finish(_ files: TrainingCheckpointFiles) throws {
-            try checkpointSaved(files)
-            if let keep = r0.checkpoint.keepLast {
-                for old in CheckpointRetention.expired(in: directory, keep: keep) where old.step != files.step {
-                    try CheckpointRetention.deleteFiles(old)
-                }
-            }
-        }
-        if let resumeFrom {
-            let (state, dir) = try TrainingCheckpointState.resume(from: resumeFrom, seed: r0.train.seed, rng: r0.train.rng.rawValue,
-                                                                  weights: weights, optimizer: optimizer)
-            for _ in 0..<(state.rngReplaySteps * accumulation) { _ = draw(&r) }
-            start = state.step
-            smoothed = state.smoothedLoss.map { $0 * state.smoothingWeight } ?? 0
-            smoothWeight = state.smoothingWeight
-            lastLoss = state.lastLoss
-            elapsedBefore = state.elapsedSeconds
-            try finish(DreamBoothTrainer.files(of: state, in: dir))
-        }
-
-        let began = Date()
-        var last: TrainingCheckpointState?
-        var step = start
-        while step < total {
-            var stepLoss = 0.0, task = 0.0, output = 0.0, feature = 0.0
-            for _ in 0..<accumulation {
+        // The step's three terms, means over its micro-batches.
+        var task = 0.0, output = 0.0, feature = 0.0
+        var loop = TrainingLoop(recipe: recipe.training, weights: weights)
+        loop.lossName = "distillation loss"
+        return try loop.run(
+            directory: directory, resumeFrom: resumeFrom,
+            microBatchLoss: { k in
+                if k == 0 { (task, output, feature) = (0, 0, 0) }
                 let t = terms(draw(&r))
-                let n = Double(accumulation)
-                stepLoss += Double(t.total.item) / n
-                task += Double(t.task.item) / n
-                output += Double(t.output.item) / n
-                feature += Double(t.feature.item) / n
-                (accumulation == 1 ? t.total : t.total * (1 / Float(accumulation))).backward()
-            }
-            guard stepLoss.isFinite else {
-                throw TrainingError("the distillation loss became \(stepLoss) at step \(step + 1); lower optim.learning_rate (now \(r0.optim.learningRate))")
-            }
-            let lr = schedule.learningRate(atStep: step)
-            optimizer.step(params, rate: lr, maxGradNorm: r0.optim.maxGradNorm)
-            step += 1
-            lastLoss = stepLoss
-            smoothed = smoothing * smoothed + (1 - smoothing) * stepLoss
-            smoothWeight = smoothing * smoothWeight + (1 - smoothing)
-            if step == total || step % max(1, r0.train.logEvery) == 0 {
-                let perStep = Date().timeIntervalSince(began) / Double(step - start)
-                let line = TrainingProgress(step: step, totalSteps: total, loss: stepLoss,
-                                            smoothedLoss: smoothing > 0 ? smoothed / smoothWeight : stepLoss, learningRate: lr,
-                                            secondsPerStep: perStep, etaSeconds: perStep * Double(total - step),
-                                            peakRSSBytes: DreamBoothTrainer.peakRSSBytes())
-                try progress(DistillationProgress(training: line, task: task, output: output, feature: feature))
-            }
-            let stopping = step < total && shouldStop()
-            if stopping || step == total || (r0.checkpoint.every > 0 && step % r0.checkpoint.every == 0) {
-                var state = TrainingCheckpointState(
-                    step: step, totalSteps: total, seed: r0.train.seed, rng: r0.train.rng.rawValue, rngReplaySteps: step,
-                    smoothedLoss: smoothWeight > 0 ? smoothed / smoothWeight : nil, smoothingWeight: smoothWeight,
-                    lastLoss: lastLoss, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(began),
-                    loraFile: nil, kohyaFile: nil, precision: Precision.compute.rawValue, optimizerFile: "")
-                let tag = String(format: "step%06d", step)
-                try weights.save(tag: tag, into: directory, state: &state)
-                state.optimizerFile = "optimizer-\(tag).safetensors"
-                try DurableWrite.file(directory.appendingPathComponent(state.optimizerFile)) {
-                    try optimizer.stateDict().save(to: $0.path)
-                }
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                let json = try encoder.encode(state)
-                try DurableWrite.file(directory.appendingPathComponent("state-\(tag).json")) { try json.write(to: $0) }
-                last = state
-                try finish(DreamBoothTrainer.files(of: state, in: directory))
-            }
-            if stopping { throw TrainingInterrupted(step: step) }
-        }
-        if let last { return last }
-        return TrainingCheckpointState(step: step, totalSteps: total, seed: r0.train.seed, rng: r0.train.rng.rawValue,
-                                       rngReplaySteps: step, smoothedLoss: nil, smoothingWeight: smoothWeight, lastLoss: lastLoss,
-                                       elapsedSeconds: elapsedBefore, loraFile: nil, kohyaFile: nil, optimizerFile: "")
+                task += Double(t.task.item) / accumulation
+                output += Double(t.output.item) / accumulation
+                feature += Double(t.feature.item) / accumulation
+                return t.total
+            },
+            skipMicroBatch: { _ = draw(&r) },
+            progress: { try progress(DistillationProgress(training: $0, task: task, output: output, feature: feature)) },
+            checkpointSaved: checkpointSaved, checkpointExpired: CheckpointRetention.deleteFiles, shouldStop: shouldStop)
     }
 }

@@ -374,120 +374,23 @@ public final class DreamBoothTrainer {
                       validationRecorded: ([String]) -> Bool = { _ in false },
                       shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
         let total = recipe.train.maxSteps
-        let accumulation = recipe.train.gradientAccumulation
-        let params = weights.parameters
-        let optimizer = recipe.optim.makeOptimizer()
-        let schedule = recipe.optim.schedule(totalSteps: total)
-        let smoothing = recipe.train.lossSmoothing
         var r = makeRandomness()
-        var start = 0
-        var smoothed = 0.0, smoothWeight = 0.0
-        var lastLoss: Double?
-        var elapsedBefore = 0.0
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        DurableWrite.removeLeftovers(in: directory)
-        // Writes the checkpoint's store record and retires older checkpoints.
-        func finish(_ files: TrainingCheckpointFiles) throws {
-            try checkpointSaved(files)
-            if let keep = recipe.checkpoint.keepLast {
-                for old in CheckpointRetention.expired(in: directory, keep: keep) where old.step != files.step { try checkpointExpired(old) }
-            }
-        }
-
-        if let resumeFrom {
-            let (state, dir) = try TrainingCheckpointState.resume(from: resumeFrom, seed: recipe.train.seed, rng: recipe.train.rng.rawValue,
-                                                                  weights: weights, optimizer: optimizer)
-            for _ in 0..<(state.rngReplaySteps * accumulation) { _ = drawMicroBatch(&r) }
-            start = state.step
-            smoothed = state.smoothedLoss.map { $0 * state.smoothingWeight } ?? 0
-            smoothWeight = state.smoothingWeight
-            lastLoss = state.lastLoss
-            elapsedBefore = state.elapsedSeconds
-            // Its files loaded, so they are whole: finish the step they were saved at.
-            try finish(Self.files(of: state, in: dir))
-            if let validator, validator.isDue(step: start, totalSteps: total), !validationRecorded(validator.fileNames(step: start)) {
-                try drawValidation(step: start, validationImage)
-            }
-        }
-
         weights.training = true
-        let began = Date()
-        var last: TrainingCheckpointState?
-        var step = start
-        while step < total {
-            var stepLoss = 0.0
-            for _ in 0..<accumulation {
-                let m = drawMicroBatch(&r)
-                let l = loss(m)
-                stepLoss += Double(l.item) / Double(accumulation)
-                (accumulation == 1 ? l : l * (1 / Float(accumulation))).backward()
-            }
-            guard stepLoss.isFinite else {
-                throw TrainingError("the loss became \(stepLoss) at step \(step + 1); lower optim.learning_rate (now \(recipe.optim.learningRate))")
-            }
-            let lr = schedule.learningRate(atStep: step)
-            optimizer.step(params, rate: lr, maxGradNorm: recipe.optim.maxGradNorm)
-            step += 1
-            lastLoss = stepLoss
-            // Bias-corrected exponential average, so early values are not pulled toward 0.
-            smoothed = smoothing * smoothed + (1 - smoothing) * stepLoss
-            smoothWeight = smoothing * smoothWeight + (1 - smoothing)
-            let shown = smoothing > 0 ? smoothed / smoothWeight : stepLoss
-
-            if step == total || step % max(1, recipe.train.logEvery) == 0 {
-                let spent = Date().timeIntervalSince(began)
-                let perStep = spent / Double(step - start)
-                try progress(TrainingProgress(step: step, totalSteps: total, loss: stepLoss, smoothedLoss: shown, learningRate: lr,
-                                              secondsPerStep: perStep, etaSeconds: perStep * Double(total - step),
-                                              peakRSSBytes: Self.peakRSSBytes()))
-            }
-            let stopping = step < total && shouldStop()
-            if stopping || step == total || (recipe.checkpoint.every > 0 && step % recipe.checkpoint.every == 0) {
-                let state = TrainingCheckpointState(
-                    step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue, rngReplaySteps: step,
-                    smoothedLoss: smoothWeight > 0 ? smoothed / smoothWeight : nil, smoothingWeight: smoothWeight,
-                    lastLoss: lastLoss, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(began),
-                    loraFile: nil, kohyaFile: nil, precision: Precision.compute.rawValue, optimizerFile: "")
-                let saved = try saveCheckpoint(state, optimizer: optimizer, directory: directory)
-                last = saved
-                try finish(Self.files(of: saved, in: directory))
-            }
-            if !stopping, let validator, validator.isDue(step: step, totalSteps: total) {
-                try drawValidation(step: step, validationImage)
-            }
-            if stopping { throw TrainingInterrupted(step: step) }
-        }
+        let state = try TrainingLoop(recipe: recipe, weights: weights).run(
+            directory: directory, resumeFrom: resumeFrom,
+            microBatchLoss: { _ in loss(drawMicroBatch(&r)) }, skipMicroBatch: { _ = drawMicroBatch(&r) },
+            progress: progress, checkpointSaved: checkpointSaved, checkpointExpired: checkpointExpired,
+            resumed: { step in
+                if let validator, validator.isDue(step: step, totalSteps: total), !validationRecorded(validator.fileNames(step: step)) {
+                    try drawValidation(step: step, validationImage)
+                }
+            },
+            stepEnded: { step in
+                if let validator, validator.isDue(step: step, totalSteps: total) { try drawValidation(step: step, validationImage) }
+            },
+            shouldStop: shouldStop)
         weights.training = false
-        if let last { return last }
-        // Resumed at the end already: nothing new to save.
-        return TrainingCheckpointState(step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue,
-                                       rngReplaySteps: step, smoothedLoss: nil, smoothingWeight: smoothWeight, lastLoss: lastLoss,
-                                       elapsedSeconds: elapsedBefore, loraFile: nil, kohyaFile: nil, optimizerFile: "")
-    }
-
-    /// Writes a checkpoint's files, each durably (`DurableWrite`), the resume state last:
-    /// a state file on disk means every file it names is complete.
-    private func saveCheckpoint(_ state: TrainingCheckpointState, optimizer: any Optimizer,
-                                directory: URL) throws -> TrainingCheckpointState {
-        var state = state
-        let name = CheckpointName(step: state.step)
-        try weights.save(tag: name.tag, into: directory, state: &state)
-        state.optimizerFile = name.optimizerFile
-        try DurableWrite.file(directory.appendingPathComponent(state.optimizerFile)) { try optimizer.stateDict().save(to: $0.path) }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let json = try encoder.encode(state)
-        try DurableWrite.file(directory.appendingPathComponent(name.stateFile)) { try json.write(to: $0) }
         return state
-    }
-
-    /// The files of the checkpoint whose resume state is `state`, in `directory`.
-    static func files(of state: TrainingCheckpointState, in directory: URL) -> TrainingCheckpointFiles {
-        TrainingCheckpointFiles(step: state.step, lora: state.loraFile.map(directory.appendingPathComponent),
-                                kohya: state.kohyaFile.map(directory.appendingPathComponent),
-                                unet: state.unetFolder.map(directory.appendingPathComponent),
-                                optimizerState: directory.appendingPathComponent(state.optimizerFile),
-                                state: directory.appendingPathComponent(CheckpointName(step: state.step).stateFile))
     }
 
     /// Draws the validation images with the weights as trained so far (dropout off);

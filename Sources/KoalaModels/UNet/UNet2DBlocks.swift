@@ -105,6 +105,23 @@ public final class DownBlock2D: UNetDownBlock {
     }
 }
 
+/// The (resnet, transformer) pairs of a cross-attention block, made in diffusers' order:
+/// resnet `i` maps `widths[i]` channels to `outChannels`, transformer `i` has `depths[i]`
+/// layers.
+private func crossAttentionPairs(widths: [Int], depths: [Int], outChannels: Int, tembChannels: Int, heads: Int,
+                                 crossAttentionDim: Int, groups: Int, eps: Float, useLinearProjection: Bool,
+                                 init p: ParameterInitializer) -> ([ResnetBlock2D], [Transformer2DModel]) {
+    var res: [ResnetBlock2D] = [], attn: [Transformer2DModel] = []
+    for (width, depth) in zip(widths, depths) {
+        res.append(ResnetBlock2D(inChannels: width, outChannels: outChannels, tembChannels: tembChannels,
+                                 groups: groups, eps: eps, init: p))
+        attn.append(Transformer2DModel(heads: heads, dimHead: outChannels / heads, inChannels: outChannels, layers: depth,
+                                       crossAttentionDim: crossAttentionDim, groups: groups,
+                                       useLinearProjection: useLinearProjection, init: p))
+    }
+    return (res, attn)
+}
+
 /// diffusers' `CrossAttnDownBlock2D`: (resnet, transformer) pairs, then an optional
 /// downsampler.
 public final class CrossAttnDownBlock2D: UNetDownBlock {
@@ -115,16 +132,10 @@ public final class CrossAttnDownBlock2D: UNetDownBlock {
     /// `depths`: transformer blocks per attention, one per resnet.
     public init(inChannels: Int, outChannels: Int, tembChannels: Int, depths: [Int], heads: Int, crossAttentionDim: Int,
                 groups: Int, eps: Float, useLinearProjection: Bool, addDownsample: Bool, init p: ParameterInitializer) {
-        var res: [ResnetBlock2D] = [], attn: [Transformer2DModel] = []
-        for (i, depth) in depths.enumerated() {
-            res.append(ResnetBlock2D(inChannels: i == 0 ? inChannels : outChannels, outChannels: outChannels,
-                                     tembChannels: tembChannels, groups: groups, eps: eps, init: p))
-            attn.append(Transformer2DModel(heads: heads, dimHead: outChannels / heads, inChannels: outChannels, layers: depth,
-                                           crossAttentionDim: crossAttentionDim, groups: groups,
-                                           useLinearProjection: useLinearProjection, init: p))
-        }
-        resnets = res
-        attentions = attn
+        (resnets, attentions) = crossAttentionPairs(
+            widths: depths.indices.map { $0 == 0 ? inChannels : outChannels }, depths: depths, outChannels: outChannels,
+            tembChannels: tembChannels, heads: heads, crossAttentionDim: crossAttentionDim, groups: groups, eps: eps,
+            useLinearProjection: useLinearProjection, init: p)
         downsampler = addDownsample ? Downsample2D(channels: outChannels, init: p) : nil
     }
 
@@ -200,16 +211,9 @@ public final class CrossAttnUpBlock2D: UNetUpBlock {
                 init p: ParameterInitializer) {
         let widths = upResnetChannels(inChannels: inChannels, prevOutputChannels: prevOutputChannels,
                                       outChannels: outChannels, layers: depths.count)
-        var res: [ResnetBlock2D] = [], attn: [Transformer2DModel] = []
-        for (width, depth) in zip(widths, depths) {
-            res.append(ResnetBlock2D(inChannels: width, outChannels: outChannels, tembChannels: tembChannels,
-                                     groups: groups, eps: eps, init: p))
-            attn.append(Transformer2DModel(heads: heads, dimHead: outChannels / heads, inChannels: outChannels, layers: depth,
-                                           crossAttentionDim: crossAttentionDim, groups: groups,
-                                           useLinearProjection: useLinearProjection, init: p))
-        }
-        resnets = res
-        attentions = attn
+        (resnets, attentions) = crossAttentionPairs(
+            widths: widths, depths: depths, outChannels: outChannels, tembChannels: tembChannels, heads: heads,
+            crossAttentionDim: crossAttentionDim, groups: groups, eps: eps, useLinearProjection: useLinearProjection, init: p)
         upsampler = addUpsample ? Upsample2D(channels: outChannels, init: p) : nil
     }
 

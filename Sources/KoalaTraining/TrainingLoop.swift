@@ -1,0 +1,142 @@
+import Foundation
+import KoalaTensor
+
+/// The optimizer loop the DreamBooth and distillation trainers share: gradient
+/// accumulation, the scheduled update, smoothed loss and progress lines, checkpoints
+/// (each file durable, the resume state last), `checkpoint.keep_last` retention, exact
+/// resume and stopping at a step boundary. A trainer brings what differs: how one
+/// micro-batch is drawn and what its loss is.
+struct TrainingLoop {
+    let recipe: TrainingRecipe
+    let weights: any TrainedWeights
+    /// What the loss is called in the error when it stops being finite.
+    var lossName = "loss"
+
+    /// Runs the loop to `train.max_steps`, writing checkpoints into `directory`.
+    ///
+    /// - Parameters:
+    ///   - microBatchLoss: draws the `index`-th micro-batch of a step (0 starts a step)
+    ///     and returns its loss, not yet scaled for accumulation.
+    ///   - skipMicroBatch: draws one micro-batch and drops it: on resume the random
+    ///     streams are replayed this way, so the draws after the checkpoint are exact.
+    ///   - resumed: called with the step resumed at, after its checkpoint was finished again.
+    ///   - stepEnded: called after each step the loop goes on from (after its checkpoint).
+    ///   - The others: as `DreamBoothTrainer.train`.
+    func run(directory: URL, resumeFrom: URL?,
+             microBatchLoss: (_ index: Int) -> Tensor, skipMicroBatch: () -> Void,
+             progress: (TrainingProgress) throws -> Void,
+             checkpointSaved: (TrainingCheckpointFiles) throws -> Void,
+             checkpointExpired: (ExpiredCheckpoint) throws -> Void,
+             resumed: (Int) throws -> Void = { _ in },
+             stepEnded: (Int) throws -> Void = { _ in },
+             shouldStop: () -> Bool) throws -> TrainingCheckpointState {
+        let total = recipe.train.maxSteps
+        let accumulation = recipe.train.gradientAccumulation
+        let params = weights.parameters
+        let optimizer = recipe.optim.makeOptimizer()
+        let schedule = recipe.optim.schedule(totalSteps: total)
+        let smoothing = recipe.train.lossSmoothing
+        var start = 0
+        var smoothed = 0.0, smoothWeight = 0.0
+        var lastLoss: Double?
+        var elapsedBefore = 0.0
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        DurableWrite.removeLeftovers(in: directory)
+        // Writes the checkpoint's store record and retires older checkpoints.
+        func finish(_ files: TrainingCheckpointFiles) throws {
+            try checkpointSaved(files)
+            if let keep = recipe.checkpoint.keepLast {
+                for old in CheckpointRetention.expired(in: directory, keep: keep) where old.step != files.step { try checkpointExpired(old) }
+            }
+        }
+
+        if let resumeFrom {
+            let (state, dir) = try TrainingCheckpointState.resume(from: resumeFrom, seed: recipe.train.seed, rng: recipe.train.rng.rawValue,
+                                                                  weights: weights, optimizer: optimizer)
+            for _ in 0..<(state.rngReplaySteps * accumulation) { skipMicroBatch() }
+            start = state.step
+            smoothed = state.smoothedLoss.map { $0 * state.smoothingWeight } ?? 0
+            smoothWeight = state.smoothingWeight
+            lastLoss = state.lastLoss
+            elapsedBefore = state.elapsedSeconds
+            // Its files loaded, so they are whole: finish the step they were saved at.
+            try finish(TrainingCheckpointFiles(state: state, in: dir))
+            try resumed(start)
+        }
+
+        let began = Date()
+        var last: TrainingCheckpointState?
+        var step = start
+        while step < total {
+            var stepLoss = 0.0
+            for k in 0..<accumulation {
+                let l = microBatchLoss(k)
+                stepLoss += Double(l.item) / Double(accumulation)
+                (accumulation == 1 ? l : l * (1 / Float(accumulation))).backward()
+            }
+            guard stepLoss.isFinite else {
+                throw TrainingError("the \(lossName) became \(stepLoss) at step \(step + 1); lower optim.learning_rate (now \(recipe.optim.learningRate))")
+            }
+            let lr = schedule.learningRate(atStep: step)
+            optimizer.step(params, rate: lr, maxGradNorm: recipe.optim.maxGradNorm)
+            step += 1
+            lastLoss = stepLoss
+            // Bias-corrected exponential average, so early values are not pulled toward 0.
+            smoothed = smoothing * smoothed + (1 - smoothing) * stepLoss
+            smoothWeight = smoothing * smoothWeight + (1 - smoothing)
+            let shown = smoothing > 0 ? smoothed / smoothWeight : stepLoss
+
+            if step == total || step % max(1, recipe.train.logEvery) == 0 {
+                let perStep = Date().timeIntervalSince(began) / Double(step - start)
+                try progress(TrainingProgress(step: step, totalSteps: total, loss: stepLoss, smoothedLoss: shown, learningRate: lr,
+                                              secondsPerStep: perStep, etaSeconds: perStep * Double(total - step),
+                                              peakRSSBytes: DreamBoothTrainer.peakRSSBytes()))
+            }
+            let stopping = step < total && shouldStop()
+            if stopping || step == total || (recipe.checkpoint.every > 0 && step % recipe.checkpoint.every == 0) {
+                let state = TrainingCheckpointState(
+                    step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue, rngReplaySteps: step,
+                    smoothedLoss: smoothWeight > 0 ? smoothed / smoothWeight : nil, smoothingWeight: smoothWeight,
+                    lastLoss: lastLoss, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(began),
+                    loraFile: nil, kohyaFile: nil, precision: Precision.compute.rawValue, optimizerFile: "")
+                let saved = try save(state, optimizer: optimizer, directory: directory)
+                last = saved
+                try finish(TrainingCheckpointFiles(state: saved, in: directory))
+            }
+            if stopping { throw TrainingInterrupted(step: step) }
+            try stepEnded(step)
+        }
+        if let last { return last }
+        // Resumed at the end already: nothing new to save.
+        return TrainingCheckpointState(step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue,
+                                       rngReplaySteps: step, smoothedLoss: nil, smoothingWeight: smoothWeight, lastLoss: lastLoss,
+                                       elapsedSeconds: elapsedBefore, loraFile: nil, kohyaFile: nil, optimizerFile: "")
+    }
+
+    /// Writes a checkpoint's files, each durably (`DurableWrite`), the resume state last:
+    /// a state file on disk means every file it names is complete.
+    private func save(_ state: TrainingCheckpointState, optimizer: any Optimizer,
+                      directory: URL) throws -> TrainingCheckpointState {
+        var state = state
+        let name = CheckpointName(step: state.step)
+        try weights.save(tag: name.tag, into: directory, state: &state)
+        state.optimizerFile = name.optimizerFile
+        try DurableWrite.file(directory.appendingPathComponent(state.optimizerFile)) { try optimizer.stateDict().save(to: $0.path) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let json = try encoder.encode(state)
+        try DurableWrite.file(directory.appendingPathComponent(name.stateFile)) { try json.write(to: $0) }
+        return state
+    }
+}
+
+extension TrainingCheckpointFiles {
+    /// The files of the checkpoint whose resume state is `state`, in `directory`.
+    init(state: TrainingCheckpointState, in directory: URL) {
+        self.init(step: state.step, lora: state.loraFile.map(directory.appendingPathComponent),
+                  kohya: state.kohyaFile.map(directory.appendingPathComponent),
+                  unet: state.unetFolder.map(directory.appendingPathComponent),
+                  optimizerState: directory.appendingPathComponent(state.optimizerFile),
+                  state: directory.appendingPathComponent(CheckpointName(step: state.step).stateFile))
+    }
+}
