@@ -18,6 +18,7 @@ enum ErrorWording {
         case let e as GenerationRequestError: return CLIError(text(e))
         case let e as DoctorError: return CLIError(text(e))
         case let e as ModelFolderError: return CLIError(text(e))
+        case let e as DistillationError: return CLIError(text(e))
         case RecipeError.override(let key, let inner): return CLIError("\(flag(overriding: key)): \(inner)")
         default: return error
         }
@@ -136,6 +137,15 @@ enum ErrorWording {
         case .latentsNotFinite(let path, let value, let index): return "--latents \(path) holds \(value) at element \(index): starting latents must be finite numbers (NaN or infinity would draw a black picture)"
         case .runHasNoCheckpoint, .checkpointMismatch, .noOutput, .outputFolderMissing:
             return e.description
+        }
+    }
+
+    static func text(_ e: DistillationError) -> String {
+        switch e {
+        case .outputExists(let path): "--out \(path) already exists; choose a new folder or remove it"
+        case .nothingToResume(let dir): "\(dir) holds no distillation run to resume; start one without --resume"
+        case .runExists(let dir): "\(dir) holds a started distillation run: continue it with --resume, or remove the folder to start over"
+        case .teacherMissing(let path): "--teacher \(path) is not a diffusers pipeline folder (no model_index.json)"
         }
     }
 

@@ -23,7 +23,7 @@ struct ModelInit: ParsableCommand {
             real architectures (for benchmarks) — for real images supply a real KOALA diffusers folder.
 
             --student with --from-teacher: the KOALA paper's student initialisation, written as a diffusers U-Net folder \
-            (config.json + diffusion_pytorch_model.safetensors, float32). The student (\(ModelInit.studentPresets.joined(separator: ", ")), \
+            (config.json + diffusion_pytorch_model.safetensors, float32). The student (\(StudentInitialization.presets.joined(separator: ", ")), \
             or a U-Net config.json) gets every parameter from the teacher's at the same block location: down blocks' first \
             resnet/attention pairs, up blocks' first and last pairs, the first transformer blocks of each deeper stack \
             (SA-bottom), the mid block when the student has one, everything else as it is. The teacher is an SDXL-structured \
@@ -31,13 +31,10 @@ struct ModelInit: ParsableCommand {
             """
     )
 
-    /// The U-Net presets `--student` names.
-    static let studentPresets = ["koala-700m", "koala-1b"]
-
     @Option(help: "Preset: \(PipelinePreset.names.joined(separator: ", ")).")
     var preset: String?
 
-    @Option(help: ArgumentHelp("Student U-Net: \(ModelInit.studentPresets.joined(separator: ", ")), or a U-Net config.json (needs --from-teacher).",
+    @Option(help: ArgumentHelp("Student U-Net: \(StudentInitialization.presets.joined(separator: ", ")), or a U-Net config.json (needs --from-teacher).",
                                valueName: "name-or-config.json"))
     var student: String?
 
@@ -90,16 +87,8 @@ struct ModelInit: ParsableCommand {
 
     /// A `--student` value: a preset name, or a path to a U-Net config.json.
     static func studentConfig(_ name: String) throws -> UNet2DConditionConfig {
-        if studentPresets.contains(name) { return try UNet2DConditionConfig.preset(name) }
-        guard name.hasSuffix(".json") || FileManager.default.fileExists(atPath: name) else {
-            throw ValidationError("unknown student '\(name)'; choose \(studentPresets.joined(separator: ", ")) or give a U-Net config.json")
-        }
-        guard FileManager.default.fileExists(atPath: name) else {
-            throw ValidationError("student config \(name) does not exist; give \(studentPresets.joined(separator: ", ")) or a U-Net config.json")
-        }
-        let data = try readJSONFile(URL(fileURLWithPath: name))
-        do { return try JSONDecoder().decode(UNet2DConditionConfig.self, from: data) } catch {
-            throw ValidationError("student config \(name) is not a U-Net config KoalaBooth can read: \(error)")
+        do { return try StudentInitialization.config(named: name) } catch let e as StudentInitializationError {
+            throw ValidationError(e.description)
         }
     }
 }

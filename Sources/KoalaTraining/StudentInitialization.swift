@@ -38,6 +38,24 @@ public enum StudentInitialization {
         "sample_size", "_class_name", "_diffusers_version",
     ]
 
+    /// The student presets: KOALA's published U-Nets.
+    public static let presets = ["koala-700m", "koala-1b"]
+
+    /// A student named by a preset or by the path of a U-Net config.json.
+    public static func config(named name: String) throws -> UNet2DConditionConfig {
+        if presets.contains(name) { return try UNet2DConditionConfig.preset(name) }
+        guard name.hasSuffix(".json") || FileManager.default.fileExists(atPath: name) else {
+            throw StudentInitializationError("unknown student '\(name)'; choose \(presets.joined(separator: ", ")) or give a U-Net config.json")
+        }
+        guard FileManager.default.fileExists(atPath: name) else {
+            throw StudentInitializationError("student config \(name) does not exist; give \(presets.joined(separator: ", ")) or a U-Net config.json")
+        }
+        let data = try readJSONFile(URL(fileURLWithPath: name))
+        do { return try JSONDecoder().decode(UNet2DConditionConfig.self, from: data) } catch {
+            throw StudentInitializationError("student config \(name) is not a U-Net config KoalaBooth can read: \(error)")
+        }
+    }
+
     /// Builds `student` from a teacher given as its config, its parameters' shapes by
     /// key and a reader of one parameter (a checkpoint read one tensor at a time, so a
     /// full-size teacher is never held in memory). Throws a `StudentInitializationError`

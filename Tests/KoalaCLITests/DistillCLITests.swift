@@ -1,0 +1,63 @@
+import Foundation
+import KoalaDiffusion
+import KoalaImageIO
+import KoalaModels
+import XCTest
+
+/// `koalabooth distill` as a user runs it: a tiny teacher, a student config, captioned
+/// images; progress lines, Ctrl-C-style stop and --resume, the output folder generating.
+final class DistillCLITests: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws { dir = try CLI.temporaryDirectory() }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    static let recipe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("recipes/tiny-distill.toml").path
+
+    func prepare() throws -> (student: String, data: String) {
+        var c = try PipelinePreset.named("tiny").unet
+        c.transformerLayersPerBlock = .many([.one(1), .one(1), .one(1)])
+        let student = dir.appendingPathComponent("student.json")
+        try JSONEncoder().encode(c).write(to: student)
+        let data = dir.appendingPathComponent("data")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: false)
+        var lines: [String] = []
+        for i in 0..<2 {
+            let pixels = (0..<(48 * 40 * 3)).map { UInt8(truncatingIfNeeded: $0 * (i + 3)) }
+            try RGBImage(width: 48, height: 40, pixels: pixels).writePNG(path: data.appendingPathComponent("\(i).png").path)
+            lines.append(#"{"file_name": "\#(i).png", "text": "a photo number \#(i)"}"#)
+        }
+        try lines.joined(separator: "\n").write(to: data.appendingPathComponent("metadata.jsonl"), atomically: true, encoding: .utf8)
+        return (student.path, data.path)
+    }
+
+    func testDistilsResumesAndTheOutputGenerates() throws {
+        let (student, data) = try prepare()
+        let out = dir.appendingPathComponent("koala").path
+        let args = ["distill", "--teacher", CLI.tinyModel, "--student", student, "--data", data, "--out", out]
+        let missing = try CLI.run(args)
+        XCTAssertEqual(missing.status, 64, missing.stderr)
+        XCTAssertTrue(missing.stderr.contains("give --recipe FILE"), missing.stderr)
+
+        let r = try CLI.run(args + ["--recipe", Self.recipe])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("encoded 2/2 captioned images"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("step 8/8 loss"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("checkpoint step 4:"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("distilled 8 steps"), r.stdout)
+
+        let again = try CLI.run(args + ["--recipe", Self.recipe])
+        XCTAssertEqual(again.status, 1)
+        XCTAssertTrue(again.stderr.contains("--out \(out) already exists"), again.stderr)
+        let resume = try CLI.run(args + ["--resume", "--out", out + "-2"])
+        XCTAssertEqual(resume.status, 1)
+        XCTAssertTrue(resume.stderr.contains("holds no distillation run to resume; start one without --resume"), resume.stderr)
+
+        let png = dir.appendingPathComponent("a.png").path
+        let g = try CLI.run(["generate", "--model", out, "--prompt", "a photo", "--steps", "2", "--width", "64", "--height", "64",
+                             "--output", png])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: png))
+    }
+}
