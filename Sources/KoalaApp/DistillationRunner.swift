@@ -17,13 +17,17 @@ public struct DistillationRequest: Sendable {
     public var recipePath: String
     /// The distilled pipeline folder to write (must not exist).
     public var outPath: String
+    /// The last `holdout` images of the data are not trained on: the student's output gap
+    /// to the teacher on them is measured before and after (`DistillationEvent.outputGap`).
+    public var holdout: Int
 
-    public init(teacherPath: String, student: String, dataPath: String, recipePath: String, outPath: String) {
+    public init(teacherPath: String, student: String, dataPath: String, recipePath: String, outPath: String, holdout: Int = 0) {
         self.teacherPath = teacherPath
         self.student = student
         self.dataPath = dataPath
         self.recipePath = recipePath
         self.outPath = outPath
+        self.holdout = holdout
     }
 
     /// Where the run keeps its recipe, student config and checkpoints: `<out>.run/`, beside
@@ -41,6 +45,9 @@ public enum DistillationEvent: Sendable {
     case step(DistillationProgress)
     case checkpointSaved(step: Int, folder: URL)
     case finished(out: URL, steps: Int, seconds: Double)
+    /// `DistillationTrainer.relativeOutputMSE` on the held-out images, before training
+    /// (or resuming) and after.
+    case outputGap(before: Double, after: Double, images: Int, samples: Int)
     case interrupted(step: Int)
 }
 
@@ -52,6 +59,7 @@ public enum DistillationError: Error, Equatable, CustomStringConvertible {
     case nothingToResume(runDirectory: String)
     case runExists(runDirectory: String)
     case teacherMissing(path: String)
+    case holdoutTooLarge(holdout: Int, images: Int)
 
     public var description: String {
         switch self {
@@ -59,6 +67,7 @@ public enum DistillationError: Error, Equatable, CustomStringConvertible {
         case .nothingToResume(let dir): "\(dir) holds no distillation run to resume; start one without resuming"
         case .runExists(let dir): "\(dir) holds a started distillation run; resume it, or remove the folder to start over"
         case .teacherMissing(let path): "the teacher \(path) is not a diffusers pipeline folder (no model_index.json)"
+        case .holdoutTooLarge(let n, let images): "\(n) held-out images leave none of the \(images) to train on; hold out fewer"
         }
     }
 }
@@ -86,6 +95,10 @@ public struct DistillationRunner: Sendable {
         guard !fm.fileExists(atPath: out.path) else { throw DistillationError.outputExists(path: out.path) }
         guard fm.fileExists(atPath: URL(fileURLWithPath: request.teacherPath).appendingPathComponent("model_index.json").path) else {
             throw DistillationError.teacherMissing(path: request.teacherPath)
+        }
+        let folder = try CaptionedImageFolder(path: request.dataPath)
+        guard request.holdout < folder.items.count else {
+            throw DistillationError.holdoutTooLarge(holdout: request.holdout, images: folder.items.count)
         }
         let recipeURL = runDir.appendingPathComponent(Self.recipeFile), studentURL = runDir.appendingPathComponent(Self.studentFile)
         let resumeFrom: URL?
@@ -115,15 +128,17 @@ public struct DistillationRunner: Sendable {
         let studentConfig = try StudentInitialization.config(named: studentURL.path)
 
         Precision.compute = recipe.training.model.precision.resolved()
-        let folder = try CaptionedImageFolder(path: request.dataPath)
+        let heldOut: [DistillationExample]
         let trainer: DistillationTrainer
         do {
             let pipeline = try StableDiffusionXLPipeline.load(from: request.teacherPath)
             let student = try StudentInitialization.student(studentConfig, from: pipeline.unet)
             events(.models(teacherParameters: pipeline.unet.parameterCount, studentParameters: student.parameterCount,
                            precision: Precision.compute))
-            let examples = try DistillationExample.encode(folder, data: recipe.training.data, seed: recipe.training.train.seed,
-                                                          pipeline: pipeline) { events(.encoded(done: $0, total: folder.items.count)) }
+            let all = try DistillationExample.encode(folder, data: recipe.training.data, seed: recipe.training.train.seed,
+                                                     pipeline: pipeline) { events(.encoded(done: $0, total: folder.items.count)) }
+            let examples = Array(all.dropLast(request.holdout))
+            heldOut = Array(all.suffix(request.holdout))
             // The teacher only runs forward: bf16 where the run computes in it.
             if Precision.compute == .bf16 { _ = pipeline.unet.holdFrozenGEMMWeightsInBF16() }
             trainer = try DistillationTrainer(recipe: recipe, student: student, studentConfigJSON: studentConfigJSON,
@@ -131,6 +146,8 @@ public struct DistillationRunner: Sendable {
                                               predictionType: recipe.training.train.predictionType ?? pipeline.schedulerConfig.predictionType,
                                               examples: examples)
         }  // the VAE and text encoders are released here: only the two U-Nets train
+        let samples = 4 * max(request.holdout, 4)
+        let gapBefore = heldOut.isEmpty ? nil : trainer.relativeOutputMSE(on: heldOut, count: samples)
         events(.optimizerLoopStarting)
         let began = Date()
         let state: TrainingCheckpointState
@@ -145,7 +162,12 @@ public struct DistillationRunner: Sendable {
         }
         try Self.writePipeline(teacher: URL(fileURLWithPath: request.teacherPath),
                                unet: runDir.appendingPathComponent(state.unetFolder!), to: out)
-        events(.finished(out: out, steps: state.step, seconds: Date().timeIntervalSince(began)))
+        let seconds = Date().timeIntervalSince(began)
+        if let gapBefore {
+            events(.outputGap(before: gapBefore, after: trainer.relativeOutputMSE(on: heldOut, count: samples),
+                              images: heldOut.count, samples: samples))
+        }
+        events(.finished(out: out, steps: state.step, seconds: seconds))
         return .finished(out)
     }
 

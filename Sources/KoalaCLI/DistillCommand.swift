@@ -38,17 +38,23 @@ struct DistillCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The distilled pipeline folder to write (must not exist).", valueName: "dir"))
     var out: String
 
+    @Option(help: ArgumentHelp("Keep the last N images out of training and report the student's output gap to the teacher on them before and after.",
+                               valueName: "n"))
+    var holdout = 0
+
     @Flag(help: "Continue the run in OUT.run/ from its last checkpoint.")
     var resume = false
 
     func validate() throws {
         if !resume, recipe == nil { throw ValidationError("give --recipe FILE (for example recipes/tiny-distill.toml)") }
+        if holdout < 0 { throw ValidationError("--holdout must be 0 or more images") }
     }
 
     func run() throws {
         let cancellation = TrainingCancellation()
         let stop = StopRequest(cancelling: cancellation)
-        let request = DistillationRequest(teacherPath: teacher, student: student, dataPath: data, recipePath: recipe ?? "", outPath: out)
+        let request = DistillationRequest(teacherPath: teacher, student: student, dataPath: data, recipePath: recipe ?? "", outPath: out,
+                                          holdout: holdout)
         let outcome = try DistillationRunner().run(request, resume: resume, cancellation: cancellation) { event in
             switch event {
             case .resuming(let step):
@@ -69,6 +75,9 @@ struct DistillCommand: ParsableCommand {
                 print("checkpoint step \(step): \(folder.path)")
             case .finished(let out, let steps, let seconds):
                 print("distilled \(steps) steps in \(Output.duration(seconds)): \(out.path) (checkpoints stay in \(request.runDirectory.path))")
+            case .outputGap(let before, let after, let images, let samples):
+                print(String(format: "relative output MSE on %d held-out images (%d noise/timestep draws): %.6f before, %.6f after (%.1f%%)",
+                             images, samples, before, after, 100 * after / max(before, 1e-12)))
             case .interrupted(let step):
                 Output.note("distillation interrupted after step \(step) (checkpoint saved); continue with the same command and --resume")
             }

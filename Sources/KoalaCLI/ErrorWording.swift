@@ -146,6 +146,7 @@ enum ErrorWording {
         case .nothingToResume(let dir): "\(dir) holds no distillation run to resume; start one without --resume"
         case .runExists(let dir): "\(dir) holds a started distillation run: continue it with --resume, or remove the folder to start over"
         case .teacherMissing(let path): "--teacher \(path) is not a diffusers pipeline folder (no model_index.json)"
+        case .holdoutTooLarge(let n, let images): "--holdout \(n) leaves none of the \(images) images to train on; hold out fewer"
         }
     }
 

@@ -110,12 +110,14 @@ public final class DistillationTrainer {
                     encoderHiddenStates: m.hidden, textEmbeds: m.pooled, timeIds: m.timeIds, target: target)
     }
 
-    /// How far the student's prediction is from the teacher's on held-out noise and
-    /// timesteps (the examples are the training ones):
-    /// mean over `count` (example, noise, timestep) triples drawn from `seed` of
-    /// MSE(student, teacher) / mean(teacher²). Both without gradients.
-    public func relativeOutputMSE(seed: UInt64 = 0x4E1D_0007, count: Int = 8) -> Double {
-        noGrad {
+    /// How far the student's prediction is from the teacher's on noise and timesteps that
+    /// training did not draw, for `examples` (nil: the training ones; pass held-out
+    /// images and captions to measure generalisation): mean over `count` (example, noise,
+    /// timestep) triples drawn from `seed` of MSE(student, teacher) / mean(teacher²).
+    /// Both without gradients.
+    public func relativeOutputMSE(on examples: [DistillationExample]? = nil, seed: UInt64 = 0x4E1D_0007, count: Int = 8) -> Double {
+        let examples = examples ?? self.examples
+        return noGrad {
             var g = RandomGenerator(seed: seed)
             var total = 0.0
             for _ in 0..<count {

@@ -41,12 +41,17 @@ final class DistillationRunnerTests: AppTestCase {
     }
 
     func testWritesALoadablePipelineWithTheStudentUNet() throws {
-        let r = try request()
-        var steps: [DistillationProgress] = [], encoded = 0
+        var r = try request()
+        r.holdout = 1
+        var steps: [DistillationProgress] = [], encoded = 0, gap: (Double, Double, Int)?
         let outcome = try DistillationRunner().run(r, resume: false) { e in
             if case .step(let p) = e { steps.append(p) }
             if case .encoded(let done, _) = e { encoded = done }
+            if case .outputGap(let before, let after, let images, _) = e { gap = (before, after, images) }
         }
+        let (before, after, heldOut) = try XCTUnwrap(gap)
+        XCTAssertEqual(heldOut, 1)
+        XCTAssertTrue(before > 0 && before.isFinite && after > 0 && after.isFinite, "\(before) \(after)")
         guard case .finished(let out) = outcome else { return XCTFail("\(outcome)") }
         XCTAssertEqual(out.path, r.outPath)
         XCTAssertEqual(encoded, 3)
@@ -103,6 +108,12 @@ final class DistillationRunnerTests: AppTestCase {
             XCTAssertTrue("\(error)".contains("unknown student 'koala-3b'"), "\(error)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: r.runDirectory.path))
+        r.holdout = 3
+        XCTAssertThrowsError(try DistillationRunner().run(r, resume: false)) { error in
+            XCTAssertEqual(error as? DistillationError, .holdoutTooLarge(holdout: 3, images: 3))
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: r.runDirectory.path))
+        r.holdout = 0
         r.teacherPath = root.path
         XCTAssertThrowsError(try DistillationRunner().run(r, resume: false)) { error in
             XCTAssertEqual(error as? DistillationError, .teacherMissing(path: root.path))
