@@ -13,12 +13,13 @@ public struct PipelinePreset: Sendable {
 
     /// `koala-700m`, `koala-1b`, `sdxl-base`: the published pipelines' configs (SDXL
     /// text encoders, fp16-fix SDXL VAE, SDXL's Euler scheduler). `tiny`: KOALA-700M's
-    /// structure at toy width with the real tokenizers, for tests and the demo.
+    /// structure at toy width with the real tokenizers, for tests and the demo; `tiny-sdxl`:
+    /// the same with SDXL's U-Net structure (a distillation teacher for `tiny`).
     public static func named(_ name: String) throws -> PipelinePreset {
         let unet = try UNet2DConditionConfig.preset(name)
         var scheduler = SchedulerConfig.sdxl
         scheduler.className = "EulerDiscreteScheduler"
-        if name == "tiny" {
+        if name == "tiny" || name == "tiny-sdxl" {
             return PipelinePreset(name: name, unet: unet, vae: .tiny, textEncoder: .tiny(hiddenAct: "quick_gelu"),
                                   textEncoder2: .tiny(hiddenAct: "gelu"), scheduler: scheduler)
         }

@@ -369,10 +369,11 @@ struct RawJSON: Codable {
 
 extension UNet2DConditionConfig {
     /// Names accepted by `preset(_:)`.
-    public static let presetNames = ["koala-700m", "koala-1b", "sdxl-base", "tiny"]
+    public static let presetNames = ["koala-700m", "koala-1b", "sdxl-base", "tiny", "tiny-sdxl"]
 
     /// A built-in config: `koala-700m`, `koala-1b`, `sdxl-base` (the published
-    /// checkpoints' configs) or `tiny` (KOALA-700M's structure at toy width, for tests
+    /// checkpoints' configs), `tiny-sdxl` (SDXL's structure at toy width, a distillation
+    /// teacher) or `tiny` (KOALA-700M's structure at toy width, for tests
     /// and `model init --preset tiny`: cross-attention width 64 = two 32-wide CLIP
     /// encoders, pooled text width 32).
     public static func preset(_ name: String) throws -> UNet2DConditionConfig {
@@ -381,6 +382,7 @@ extension UNet2DConditionConfig {
         case "koala-1b": return koala1B
         case "sdxl-base": return sdxlBase
         case "tiny": return tiny
+        case "tiny-sdxl": return tinySDXL
         default:
             throw ModelConfigError(key: "preset", value: "\"\(name)\"", supported: presetNames.joined(separator: ", "))
         }
@@ -419,6 +421,16 @@ extension UNet2DConditionConfig {
         c.layersPerBlock = .one(1)
         c.transformerLayersPerBlock = .many([.one(1), .one(2), .one(5)])
         c.midBlockType = nil
+        return c
+    }
+
+    /// SDXL's structure at `tiny`'s width (2 resnets per block, stacks [1, 2, 4], a mid
+    /// block): a teacher that `tiny`, KOALA-700M's structure, distils from (TINYSDXL parameters).
+    public static var tinySDXL: UNet2DConditionConfig {
+        var c = tiny
+        c.layersPerBlock = .one(2)
+        c.transformerLayersPerBlock = .many([.one(1), .one(2), .one(4)])
+        c.midBlockType = "UNetMidBlock2DCrossAttn"
         return c
     }
 
