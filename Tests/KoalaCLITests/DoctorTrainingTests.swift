@@ -1,5 +1,6 @@
 import Foundation
 import KoalaStore
+import KoalaTestSupport
 import XCTest
 
 /// `doctor` after training: every file a run writes belongs to its run, so a healthy
@@ -61,8 +62,7 @@ final class DoctorTrainingTests: TrainingTestCase {
         ]
         for s in strays {
             let url = home.appendingPathComponent(s)
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try Data("stray".utf8).write(to: url)
+            try writeFile(Data("stray".utf8), to: url)
         }
         (r, report) = try doctor()
         XCTAssertEqual(r.status, 1, r.stdout + r.stderr)

@@ -308,20 +308,14 @@ final class SubjectCLITests: XCTestCase {
         XCTAssertEqual(try kb(["subject", "create", "fido", "--class", "dog"] + photos(3, from: 3)).status, 0)
         let store = try SubjectStore(home: home)
         let rex = try store.requireSubject(named: "rex")
-        var run = try store.createRun(TrainingRun(subjectId: rex.id!, status: .running, baseModelPath: "/models/koala-700m",
-                                                  baseModelFingerprint: "f00d", recipe: "[train]\nsteps = 400", totalSteps: 400))
-        run.stepsDone = 400
-        run.status = .finished
-        run.lastLoss = 0.0625
-        run.elapsedSeconds = 3725
-        try store.updateRun(run)
+        let run = try store.createRun(TrainingRun(subjectId: rex.id!, status: .finished, baseModelPath: "/models/koala-700m",
+                                                  baseModelFingerprint: "f00d", recipe: "[train]\nsteps = 400", totalSteps: 400,
+                                                  stepsDone: 400, lastLoss: 0.0625, elapsedSeconds: 3725))
         let file = store.runDirectory(subjectID: rex.id!, runID: run.id!).appendingPathComponent("lora-400.safetensors")
-        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Data(repeating: 3, count: 4096).write(to: file)
+        try writeFile(Data(repeating: 3, count: 4096), to: file)
         let ckpt = try store.recordCheckpoint(runID: run.id!, step: 400, kind: .lora, file: file)
         let image = store.generationDirectory(subjectID: rex.id!).appendingPathComponent("g1.png")
-        try FileManager.default.createDirectory(at: image.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Data("png".utf8).write(to: image)
+        try writeFile(Data("png".utf8), to: image)
         _ = try store.recordGeneration(Generation(subjectId: rex.id!, runId: run.id, checkpointId: ckpt.id, prompt: "a sks dog on a beach", seed: 7,
                                                steps: 25, scheduler: "dpmsolver++", guidanceScale: 5, width: 1024, height: 1024,
                                                imagePath: try store.relativePath(of: image)))

@@ -15,6 +15,17 @@ final class TrainKillTests: TrainingTestCase {
         var run: String
     }
 
+    /// One kill point: the copy of the home it ran in, the killed run, the listing after
+    /// it and the run's row then (nil when the kill came before the run was recorded),
+    /// and the run that finished it.
+    struct KilledRun {
+        var home: URL
+        var killed: CLIResult
+        var listing: CLIResult?
+        var run: TrainingRun?
+        var resumed: CLIResult
+    }
+
     func outcome(home: URL) throws -> Outcome {
         let store = try SubjectStore(home: home)
         let run = try XCTUnwrap(store.runs().first)
@@ -74,23 +85,35 @@ final class TrainKillTests: TrainingTestCase {
             XCTAssertTrue(points.contains(name), "\(name) not in \(points)")
         }
 
+        // The kill points are independent (a copy of the home each) and a run mostly waits
+        // for process start and fsync, so several run at once; the checks stay on this
+        // thread, in order.
+        let killedRuns = concurrently(points.count, width: 4) { i in
+            Result { () throws -> KilledRun in
+                let h = try copyOfHome("kill-\(i + 1)")
+                let killed = try CLI.run(args, environment: ["KOALABOOTH_HOME": h.path, "KOALABOOTH_FAULT_KILL_AT_WRITE": "\(i + 1)"])
+                let env = ["KOALABOOTH_HOME": h.path]
+                let hasRun = try !SubjectStore(home: h).runs().isEmpty
+                // A listing is what notices the killed run.
+                let listing = try hasRun ? CLI.run(["runs", "list"], environment: env) : nil
+                let run = try hasRun ? SubjectStore(home: h).runs().first : nil
+                let resumed = try CLI.run(hasRun ? ["train", "robo", "--resume"] : args, environment: env)
+                return KilledRun(home: h, killed: killed, listing: listing, run: run, resumed: resumed)
+            }
+        }
         for (i, point) in points.enumerated() {
             let k = i + 1
-            let h = try copyOfHome("kill-\(k)")
-            let killed = try CLI.run(args, environment: ["KOALABOOTH_HOME": h.path, "KOALABOOTH_FAULT_KILL_AT_WRITE": "\(k)"])
-            XCTAssertEqual(killed.status, SIGKILL, "kill before write \(k) (\(point)): \(killed.stderr)")
-            let env = ["KOALABOOTH_HOME": h.path]
-            let hasRun = try !SubjectStore(home: h).runs().isEmpty
-            if hasRun {
-                XCTAssertEqual(try CLI.run(["runs", "list"], environment: env).status, 0)
-                let run = try XCTUnwrap(SubjectStore(home: h).runs().first)
+            let r = try killedRuns[i].get()
+            XCTAssertEqual(r.killed.status, SIGKILL, "kill before write \(k) (\(point)): \(r.killed.stderr)")
+            if let listing = r.listing {
+                XCTAssertEqual(listing.status, 0)
+                let run = try XCTUnwrap(r.run)
                 XCTAssertEqual(run.status, .interrupted, "kill before write \(k) (\(point))")
                 XCTAssertNotNil(run.errorMessage)
             }
-            let resumed = try CLI.run(hasRun ? ["train", "robo", "--resume"] : args, environment: env)
-            XCTAssertEqual(resumed.status, 0, "kill before write \(k) (\(point)): \(resumed.stderr + resumed.stdout)")
-            XCTAssertEqual(try outcome(home: h), expected, "kill before write \(k) (\(point))")
-            try FileManager.default.removeItem(at: h)
+            XCTAssertEqual(r.resumed.status, 0, "kill before write \(k) (\(point)): \(r.resumed.stderr + r.resumed.stdout)")
+            XCTAssertEqual(try outcome(home: r.home), expected, "kill before write \(k) (\(point))")
+            try FileManager.default.removeItem(at: r.home)
         }
         print("TrainKillTests: \(points.count) kill points in \(String(format: "%.1f", Date().timeIntervalSince(began))) s")
     }

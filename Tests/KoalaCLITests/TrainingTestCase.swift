@@ -133,3 +133,50 @@ extension TrainingTestCase {
                            resumedRunID: bID, resumedDirectory: bDir)
     }
 }
+
+/// Runs `body(i)` for every i in 0..<count, `width` at a time, each on a thread of its own
+/// (Dispatch's pool would keep to one per core while they wait on child processes), and
+/// returns the results in the order of i. `body` must not call XCTest's assertions: they
+/// record into the running test from one thread at a time.
+func concurrently<T>(_ count: Int, width: Int, _ body: @escaping (Int) -> T) -> [T] {
+    let work = ConcurrentWork(count: count, body: body)
+    let done = DispatchGroup()
+    for _ in 0..<min(width, count) {
+        done.enter()
+        Thread.detachNewThread {
+            while let i = work.take() { work.put(i, work.body(i)) }
+            done.leave()
+        }
+    }
+    done.wait()
+    return work.results.map { $0! }
+}
+
+/// The shared state of `concurrently`: the next index and the results, under a lock.
+private final class ConcurrentWork<T>: @unchecked Sendable {
+    let count: Int
+    let body: (Int) -> T
+    private let lock = NSLock()
+    private var next = 0
+    private(set) var results: [T?]
+
+    init(count: Int, body: @escaping (Int) -> T) {
+        self.count = count
+        self.body = body
+        results = Array(repeating: nil, count: count)
+    }
+
+    func take() -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard next < count else { return nil }
+        next += 1
+        return next - 1
+    }
+
+    func put(_ i: Int, _ result: T) {
+        lock.lock()
+        results[i] = result
+        lock.unlock()
+    }
+}

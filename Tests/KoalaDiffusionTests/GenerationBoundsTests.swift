@@ -9,12 +9,8 @@ import XCTest
 /// `GenerationFootprint`, `SystemMemory`), the one-image-at-a-time generation, and the
 /// denoising loop's refusal of non-finite latents.
 final class GenerationBoundsTests: XCTestCase {
-    nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
-
-    override class func setUp() {
-        super.setUp()
-        pipeline = TinyPipeline.load()
-    }
+    /// Loaded once for the class, on first use.
+    nonisolated(unsafe) static let pipeline = TinyPipeline.load()
 
     var pipeline: StableDiffusionXLPipeline { Self.pipeline }
 

@@ -12,13 +12,8 @@ final class TextToImageTests: XCTestCase {
     /// move a few channel values across a rounding boundary by 1 (seen: 1); a wrong op moves
     /// whole regions by tens.
     static let worstPixel: Float = 4
-    static var modelDir: URL { TinyPipeline.folder }
-    nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
-
-    override class func setUp() {
-        super.setUp()
-        pipeline = TinyPipeline.load()
-    }
+    /// Loaded once for the class, on first use.
+    nonisolated(unsafe) static let pipeline = TinyPipeline.load()
 
     static let prompt = "a photo of a koala wearing sunglasses"
 
@@ -61,7 +56,7 @@ final class TextToImageTests: XCTestCase {
     func testTorchSeedWithSeveralImagesDrawsOneBatch() throws { try check("euler_noneg_seed7", givenLatents: false) }
 
     func testEncodePromptShapesAndZeroNegative() throws {
-        let pl = Self.pipeline!
+        let pl = Self.pipeline
         let cond = pl.encodePrompt(["a koala"])
         XCTAssertEqual(cond.hiddenStates.shape, [1, 77, 64])
         XCTAssertEqual(cond.pooled.shape, [1, 32])

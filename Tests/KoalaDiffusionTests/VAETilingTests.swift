@@ -10,13 +10,8 @@ import XCTest
 /// default) decodes ordinary sizes whole, bit for bit as `off` (fixture from
 /// tools/reference/fixtures_vaetiling.py: 64x96 px, 2x2 tiles of the tiny VAE's 64 px).
 final class VAETilingTests: XCTestCase {
-    static var modelDir: URL { TinyPipeline.folder }
-    nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
-
-    override class func setUp() {
-        super.setUp()
-        pipeline = TinyPipeline.load()
-    }
+    /// Loaded once for the class, on first use.
+    nonisolated(unsafe) static let pipeline = TinyPipeline.load()
 
     /// Mirrors the fixture script's CASES.
     func parameters(_ name: String, _ tiling: VAETiling) -> GenerationParameters {

@@ -1,5 +1,6 @@
 import Foundation
 @testable import KoalaStore
+import KoalaTestSupport
 import XCTest
 
 /// What killed processes leave behind is cleaned up at the next start, and only that:
@@ -27,8 +28,7 @@ final class LeftoversTests: StoreTestCase {
 
     func write(_ relative: String, age: TimeInterval = 0) throws -> URL {
         let url = home.appendingPathComponent(relative)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Data(repeating: 7, count: 100).write(to: url)
+        try writeFile(Data(repeating: 7, count: 100), to: url)
         if age > 0 { try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-age)], ofItemAtPath: url.path) }
         return url
     }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 @testable import KoalaStore
+import KoalaTestSupport
 import XCTest
 
 /// A failure the tests inject into store operations.
@@ -243,8 +244,7 @@ final class SubjectStoreTests: StoreTestCase {
             let run = try plain.createRun(TrainingRun(subjectId: try plain.requireSubject(named: "base").id!, baseModelPath: "/m",
                                                       baseModelFingerprint: "f", recipe: "r", totalSteps: 10))
             let ckpt = plain.runDirectory(subjectID: run.subjectId, runID: run.id!).appendingPathComponent("step-10.safetensors")
-            try FileManager.default.createDirectory(at: ckpt.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try Data("weights".utf8).write(to: ckpt)
+            try writeFile(Data("weights".utf8), to: ckpt)
             _ = try plain.recordCheckpoint(runID: run.id!, step: 10, kind: .lora, file: ckpt)
             let before = try snapshot(plain)
 
@@ -283,21 +283,16 @@ final class SubjectStoreTests: StoreTestCase {
         let store = try SubjectStore(home: home)
         let (rex, _) = try store.createSubject(name: "rex", token: "sks", classNoun: "dog", photos: try threePhotos())
         let (keep, _) = try store.createSubject(name: "keep", token: "sks", classNoun: "dog", photos: try threePhotos())
-        var run = try store.createRun(TrainingRun(subjectId: rex.id!, baseModelPath: "/models/koala", baseModelFingerprint: "abc",
-                                                  recipe: "steps = 10", totalSteps: 10))
-        run.status = .finished
-        run.stepsDone = 10
-        run.lastLoss = 0.125
-        try store.updateRun(run)
+        let run = try store.createRun(TrainingRun(subjectId: rex.id!, status: .finished, baseModelPath: "/models/koala",
+                                                  baseModelFingerprint: "abc", recipe: "steps = 10", totalSteps: 10,
+                                                  stepsDone: 10, lastLoss: 0.125))
         let file = store.runDirectory(subjectID: rex.id!, runID: run.id!).appendingPathComponent("lora-10.safetensors")
-        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Data(repeating: 7, count: 100).write(to: file)
+        try writeFile(Data(repeating: 7, count: 100), to: file)
         let ckpt = try store.recordCheckpoint(runID: run.id!, step: 10, kind: .lora, file: file)
         XCTAssertEqual(ckpt.byteCount, 100)
         XCTAssertEqual(ckpt.path, "subjects/\(rex.id!)/runs/\(run.id!)/lora-10.safetensors")
         let image = store.generationDirectory(subjectID: rex.id!).appendingPathComponent("1.png")
-        try FileManager.default.createDirectory(at: image.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Data("png".utf8).write(to: image)
+        try writeFile(Data("png".utf8), to: image)
         let gen = try store.recordGeneration(Generation(subjectId: rex.id!, runId: run.id, checkpointId: ckpt.id, prompt: "a sks dog",
                                                      seed: 42, steps: 20, scheduler: "dpm++", guidanceScale: 5, width: 512, height: 512,
                                                      imagePath: try store.relativePath(of: image)))
@@ -328,8 +323,7 @@ final class SubjectStoreTests: StoreTestCase {
             let r = try store.createRun(TrainingRun(subjectId: rex.id!, status: status, baseModelPath: "/m", baseModelFingerprint: "f", recipe: "", totalSteps: 100))
             return try steps.map { step in
                 let f = store.runDirectory(subjectID: rex.id!, runID: r.id!).appendingPathComponent("\(step).safetensors")
-                try FileManager.default.createDirectory(at: f.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try Data([UInt8(step)]).write(to: f)
+                try writeFile(Data([UInt8(step)]), to: f)
                 return try store.recordCheckpoint(runID: r.id!, step: step, kind: .lora, file: f)
             }
         }

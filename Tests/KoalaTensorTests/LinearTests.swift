@@ -3,26 +3,25 @@ import KoalaTestSupport
 @testable import KoalaTensor
 
 final class LinearTests: XCTestCase {
-    func testMatmulMatchesTorch() throws {
+    /// `op(a, b)` and the gradients of a and b against the fixture entries `<name>.*`.
+    func assertMatchesTorch(_ name: String, file: StaticString = #filePath, line: UInt = #line,
+                            _ op: (Tensor, Tensor) -> Tensor) throws {
         let f = try Fixtures.open("linear")
-        let a = try f.tensor("matmul.a"), b = try f.tensor("matmul.b")
+        let a = try f.tensor("\(name).a"), b = try f.tensor("\(name).b")
         a.requiresGrad = true; b.requiresGrad = true
-        let out = a.matmul(b)
-        assertClose(out, try f.tensor("matmul.out"), "forward")
-        out.backward(try f.tensor("matmul.grad_out"))
-        assertClose(a.grad!, try f.tensor("matmul.grad_a"), "grad a")
-        assertClose(b.grad!, try f.tensor("matmul.grad_b"), "grad b")
+        let out = op(a, b)
+        assertClose(out, try f.tensor("\(name).out"), "forward", file: file, line: line)
+        out.backward(try f.tensor("\(name).grad_out"))
+        assertClose(a.grad!, try f.tensor("\(name).grad_a"), "grad a", file: file, line: line)
+        assertClose(b.grad!, try f.tensor("\(name).grad_b"), "grad b", file: file, line: line)
+    }
+
+    func testMatmulMatchesTorch() throws {
+        try assertMatchesTorch("matmul") { $0.matmul($1) }
     }
 
     func testBatchedMatmulWithTransposedOperandMatchesTorch() throws {
-        let f = try Fixtures.open("linear")
-        let a = try f.tensor("bmm.a"), b = try f.tensor("bmm.b")  // b is [B, N, K]; used transposed
-        a.requiresGrad = true; b.requiresGrad = true
-        let out = a.matmul(b.transposed())
-        assertClose(out, try f.tensor("bmm.out"), "forward")
-        out.backward(try f.tensor("bmm.grad_out"))
-        assertClose(a.grad!, try f.tensor("bmm.grad_a"), "grad a")
-        assertClose(b.grad!, try f.tensor("bmm.grad_b"), "grad b")
+        try assertMatchesTorch("bmm") { $0.matmul($1.transposed()) }  // b is [B, N, K]; used transposed
     }
 
     func testLinearMatchesTorch() throws {

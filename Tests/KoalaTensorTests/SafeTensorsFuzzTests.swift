@@ -10,12 +10,7 @@ import KoalaTestSupport
 final class SafeTensorsFuzzTests: XCTestCase {
     var dir: String!
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kb-stfuzz-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func setUpWithError() throws { dir = try scratchDirectory(self, prefix: "kb-stfuzz").path }
 
     // MARK: The reported cases, one by one
 

@@ -5,12 +5,7 @@ import KoalaTestSupport
 final class SafeTensorsTests: XCTestCase {
     var dir: String!
 
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "kb-st-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+    override func setUpWithError() throws { dir = try scratchDirectory(self, prefix: "kb-st").path }
 
     func testRoundTripInEveryDType() throws {
         let t = Tensor(shape: [2, 3], values: [0, 1.5, -2, 3.25, 65504, -1e-3])

@@ -12,6 +12,20 @@ public enum Fixtures {
     }
 }
 
+/// A fresh folder under the temporary directory, named `prefix-<UUID>`, removed when `test` ends.
+public func scratchDirectory(_ test: XCTestCase, prefix: String) throws -> URL {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+    return dir
+}
+
+/// Writes `data` to `url`, creating the folders it needs first.
+public func writeFile(_ data: Data, to url: URL) throws {
+    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    try data.write(to: url)
+}
+
 /// Max-abs and relative comparison that reports where two tensors differ.
 public func assertClose(_ actual: Tensor, _ expected: Tensor, atol: Float = 1e-5, rtol: Float = 1e-4,
                  _ message: @autoclosure () -> String = "", file: StaticString = #filePath, line: UInt = #line) {

@@ -26,15 +26,12 @@ final class AutocastLoRATests: XCTestCase {
     }
 
     func testLoRAStepInBF16MatchesAutocast() throws {
-        let file = try Fixtures.open("loratrain"), autocast = try Fixtures.open("autocast")
-        let meta = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(try XCTUnwrap(file.metadata["fixture"]).utf8)) as? [String: Any])
+        let fixture = try LoRAFixture("loratrain"), autocast = try Fixtures.open("autocast")
+        let file = fixture.file, meta = fixture.meta
         let cfg = try JSONSerialization.data(withJSONObject: try XCTUnwrap(meta["config"]))
         let model = UNet2DConditionModel(config: try JSONDecoder().decode(UNet2DConditionConfig.self, from: cfg), init: .uninitialized())
-        let keys = Set(file.names.filter { $0.hasPrefix("weights.") }.map { String($0.dropFirst("weights.".count)) })
-        XCTAssertTrue(try model.load(keys: keys) { try file.tensor("weights." + $0) }.isExact)
-        let c = try XCTUnwrap((meta["lora"] as? [String: Any])?["wide"] as? [String: Any])
-        let config = LoRAConfig(rank: try XCTUnwrap(c["r"] as? Int), alpha: Float(try XCTUnwrap(c["lora_alpha"] as? Double)),
-                                targetModules: try XCTUnwrap(c["target_modules"] as? [String]))
+        XCTAssertTrue(try model.load(keys: fixture.keys(under: "weights.")) { try file.tensor("weights." + $0) }.isExact)
+        let config = try LoRAFixture.peftConfig((meta["lora"] as? [String: Any])?["wide"])
         let net = try LoRANetwork(attachingTo: model, component: "unet", config: config, seed: 1)
         noGrad { for (k, p) in net.namedParameters { p.assign(try! file.tensor("wide.lora.\(k)")) } }
         model.holdFrozenGEMMWeightsInBF16()

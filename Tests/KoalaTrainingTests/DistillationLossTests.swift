@@ -71,6 +71,21 @@ final class DistillationLossTests: XCTestCase {
              encoderHiddenStates: x.encoderHiddenStates, textEmbeds: x.textEmbeds, timeIds: x.timeIds, target: x.target)
     }
 
+    /// Every student gradient against the reference's `<id>.grads` (all of them flattened
+    /// and concatenated in namedParameters() order).
+    func assertGradients(of student: UNet2DConditionModel, equal f: SafeTensorsFile, _ id: String, _ label: String,
+                         file: StaticString = #filePath, line: UInt = #line) throws {
+        let grads = try f.tensor("\(id).grads").toArray()
+        var at = 0
+        for (key, p) in student.namedParameters() {
+            let expected = Tensor(shape: p.shape, values: Array(grads[at..<at + p.count]))
+            at += p.count
+            guard let g = p.grad else { XCTFail("\(id): no gradient for \(key)", file: file, line: line); continue }
+            assertClose(g, expected, atol: 2e-5, rtol: 1e-3, "\(label) \(key)", file: file, line: line)
+        }
+        XCTAssertEqual(at, grads.count, id, file: file, line: line)
+    }
+
     func testLossTermsAndStudentGradientsEqualTheReference() throws {
         let f = try Fixtures.open("distill_loss")
         let expectedPairs = try XCTUnwrap(try DistillLossFixture.reference("pairs") as? [String: [[String]]])
@@ -88,15 +103,7 @@ final class DistillationLossTests: XCTestCase {
                     assertClose(value, try f.tensor("\(id).\(term)"), atol: 1e-6, rtol: 1e-5, "\(id) \(term)")
                 }
                 terms.total.backward()
-                let grads = try f.tensor("\(id).grads").toArray()
-                var at = 0
-                for (key, p) in student.namedParameters() {
-                    let expected = Tensor(shape: p.shape, values: Array(grads[at..<at + p.count]))
-                    at += p.count
-                    guard let g = p.grad else { XCTFail("\(id): no gradient for \(key)"); continue }
-                    assertClose(g, expected, atol: 2e-5, rtol: 1e-3, "\(id) grad \(key)")
-                }
-                XCTAssertEqual(at, grads.count, id)
+                try assertGradients(of: student, equal: f, id, "\(id) grad")
                 for (key, p) in teacher.namedParameters() where p.grad != nil { XCTFail("\(id): the teacher's \(key) got a gradient") }
             }
         }
@@ -117,13 +124,7 @@ final class DistillationLossTests: XCTestCase {
         let terms = step(loss, student: student, teacher: teacher, x)
         assertClose(terms.total, try f.tensor("\(id).total"), atol: 1e-6, rtol: 1e-5, "total")
         terms.total.backward()
-        let grads = try f.tensor("\(id).grads").toArray()
-        var at = 0
-        for (key, p) in student.namedParameters() {
-            let expected = Tensor(shape: p.shape, values: Array(grads[at..<at + p.count]))
-            at += p.count
-            assertClose(try XCTUnwrap(p.grad, key), expected, atol: 2e-5, rtol: 1e-3, "checkpointed grad \(key)")
-        }
+        try assertGradients(of: student, equal: f, id, "checkpointed grad")
     }
 
     /// Recording changes nothing in the output, keeps only what was asked for, and

@@ -10,55 +10,8 @@ import KoalaTestSupport
 /// (`tools/reference/fixtures_loratrain.py`): a tiny KOALA-layout U-Net, the
 /// training loss MSE(unet(noisy, t), noise) and its gradients.
 final class LoRATests: XCTestCase {
-    private struct Fixture {
-        let file: SafeTensorsFile
-        let meta: [String: Any]
-
-        init() throws {
-            file = try Fixtures.open("loratrain")
-            let raw = try XCTUnwrap(file.metadata["fixture"])
-            meta = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any])
-        }
-
-        func model() throws -> UNet2DConditionModel {
-            let cfg = try JSONSerialization.data(withJSONObject: try XCTUnwrap(meta["config"]))
-            let m = UNet2DConditionModel(config: try JSONDecoder().decode(UNet2DConditionConfig.self, from: cfg), init: .uninitialized())
-            let keys = Set(file.names.filter { $0.hasPrefix("weights.") }.map { String($0.dropFirst("weights.".count)) })
-            let report = try m.load(keys: keys) { try file.tensor("weights." + $0) }
-            XCTAssertTrue(report.isExact, "\(report)")
-            return m
-        }
-
-        func loraConfig(_ name: String) throws -> LoRAConfig {
-            let c = try XCTUnwrap((meta["lora"] as? [String: Any])?[name] as? [String: Any])
-            return LoRAConfig(rank: try XCTUnwrap(c["r"] as? Int), alpha: Float(try XCTUnwrap(c["lora_alpha"] as? Double)),
-                              targetModules: try XCTUnwrap(c["target_modules"] as? [String]))
-        }
-
-        func export(_ name: String) throws -> [String: Any] {
-            try XCTUnwrap((meta["export"] as? [String: Any])?[name] as? [String: Any])
-        }
-
-        func loss(_ m: UNet2DConditionModel) throws -> Tensor {
-            let pred = m(sample: try file.tensor("noisy"), timestep: try file.tensor("timesteps").toArray(),
-                         encoderHiddenStates: try file.tensor("encoder_hidden_states"),
-                         textEmbeds: try file.tensor("text_embeds"), timeIds: try file.tensor("time_ids"))
-            return pred.mseLoss(try file.tensor("noise"))
-        }
-
-        /// The base model with the case's adapters holding the fixture's LoRA weights.
-        func loraModel(_ name: String) throws -> (UNet2DConditionModel, LoRANetwork) {
-            let m = try model()
-            let net = try LoRANetwork(attachingTo: m, component: "unet", config: try loraConfig(name), seed: 1)
-            let expected = Set(file.names.filter { $0.hasPrefix("\(name).lora.") }.map { String($0.dropFirst("\(name).lora.".count)) })
-            XCTAssertEqual(Set(net.namedParameters.map(\.0)), expected, "adapted layers differ from PEFT's")
-            noGrad { for (k, p) in net.namedParameters { p.assign(try! file.tensor("\(name).lora.\(k)")) } }
-            return (m, net)
-        }
-    }
-
     func testFullFineTuneGradientsMatchTorch() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("loratrain")
         let m = try f.model()
         m.setRequiresGrad(true)
         let loss = try f.loss(m)
@@ -73,7 +26,7 @@ final class LoRATests: XCTestCase {
     }
 
     func testLoRAGradientsMatchPEFT() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("loratrain")
         // Checkpointed blocks replay the adapters during backward: same gradients.
         for (name, checkpointing) in [("attn", false), ("wide", false), ("wide", true)] {
             let (m, net) = try f.loraModel(name)
@@ -96,7 +49,7 @@ final class LoRATests: XCTestCase {
     }
 
     func testFreshAdaptersLeaveTheModelUnchangedAndDetachRestoresIt() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("loratrain")
         let m = try f.model()
         let base = try noGrad { try f.loss(m) }.item
         let net = try LoRANetwork(attachingTo: m, component: "unet", config: LoRAConfig(rank: 4, alpha: 4), seed: 3)
@@ -118,7 +71,7 @@ final class LoRATests: XCTestCase {
     }
 
     func testMergedWeightsGiveTheAdaptedOutput() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("loratrain")
         for name in ["attn", "wide"] {
             let (m, net) = try f.loraModel(name)
             let adapted = try noGrad { try f.loss(m) }
@@ -128,7 +81,7 @@ final class LoRATests: XCTestCase {
     }
 
     func testNoMatchingTargetIsAnError() throws {
-        let m = try Fixture().model()
+        let m = try LoRAFixture("loratrain").model()
         XCTAssertThrowsError(try LoRANetwork(attachingTo: m, component: "unet", config: LoRAConfig(rank: 4, alpha: 4, targetModules: ["q_proj"]), seed: 0)) {
             XCTAssertTrue("\($0)".contains("to_q"), "\($0)")
         }
@@ -166,7 +119,7 @@ final class LoRATests: XCTestCase {
     }
 
     func testDiffusersExportMatchesSaveLoraWeights() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("loratrain")
         for name in ["attn", "wide"] {
             let (_, net) = try f.loraModel(name)
             let expected = try f.export(name)
@@ -191,7 +144,7 @@ final class LoRATests: XCTestCase {
     }
 
     func testKohyaExportMatchesDiffusersConversion() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("loratrain")
         for name in ["attn", "wide"] {
             let (_, net) = try f.loraModel(name)
             let shapes = try XCTUnwrap(try f.export(name)["kohya"] as? [String: [Int]])
@@ -204,7 +157,7 @@ final class LoRATests: XCTestCase {
     }
 
     func testSavedAdaptersLoadBack() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("loratrain")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -239,8 +192,8 @@ final class LoRATests: XCTestCase {
     /// The generation loader reads what the exporter writes, through the same key codec:
     /// each adapter comes back as one update of its layer's weight, with alpha / rank.
     func testLoaderReadsWhatTheExporterWrites() throws {
-        let f = try Fixture()
-        let dir = try Self.scratchDirectory(self)
+        let f = try LoRAFixture("loratrain")
+        let dir = try scratchDirectory(self, prefix: "lora")
         let (_, net) = try f.loraModel("wide")
         for format in LoRAFileFormat.allCases {
             let path = dir.appendingPathComponent("\(format.rawValue).safetensors").path
@@ -262,8 +215,8 @@ final class LoRATests: XCTestCase {
     /// exporter wrote them before the LoRA file format moved to KoalaModels: diffusers' and
     /// kohya's loaders read exactly these files, so a refactor must not change one byte.
     func testWrittenFilesAreByteForByteUnchanged() throws {
-        let f = try Fixture()
-        let dir = try Self.scratchDirectory(self)
+        let f = try LoRAFixture("loratrain")
+        let dir = try scratchDirectory(self, prefix: "lora")
         let pinned: [String: (bytes: Int, fnv: UInt64)] = [
             "attn.diffusers": (12872, 0xf301_e13f_a790_035d), "attn.kohya": (16200, 0xa465_e3f2_81ca_745a),
             "wide.diffusers": (24176, 0x2eff_c859_e201_e9be), "wide.kohya": (29752, 0x4edc_ff70_22dd_a969),
@@ -276,14 +229,6 @@ final class LoRATests: XCTestCase {
                 try Self.assertBytes(path, pinned["\(name).\(format.rawValue)"]!, "\(name) \(format.rawValue)")
             }
         }
-    }
-
-    /// A fresh folder, removed when `test` ends.
-    static func scratchDirectory(_ test: XCTestCase) throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lora-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        test.addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
-        return dir
     }
 
     /// Size and 64-bit FNV-1a of a file against `pinned`; on a mismatch the message shows
@@ -316,5 +261,41 @@ final class LoRATests: XCTestCase {
         let out = te2([[0, 3, 9, 9]])
         out.lastHiddenState.sum().backward()
         XCTAssertTrue(net.parameters.allSatisfy { $0.grad != nil })
+    }
+}
+
+/// The loratrain fixture (`fixtures_loratrain.py`): its base U-Net, adapters and loss.
+private extension LoRAFixture {
+    func model() throws -> UNet2DConditionModel {
+        let cfg = try JSONSerialization.data(withJSONObject: try XCTUnwrap(meta["config"]))
+        let m = UNet2DConditionModel(config: try JSONDecoder().decode(UNet2DConditionConfig.self, from: cfg), init: .uninitialized())
+        let report = try m.load(keys: keys(under: "weights.")) { try file.tensor("weights." + $0) }
+        XCTAssertTrue(report.isExact, "\(report)")
+        return m
+    }
+
+    func loraConfig(_ name: String) throws -> LoRAConfig {
+        try Self.peftConfig((meta["lora"] as? [String: Any])?[name])
+    }
+
+    func export(_ name: String) throws -> [String: Any] {
+        try XCTUnwrap((meta["export"] as? [String: Any])?[name] as? [String: Any])
+    }
+
+    func loss(_ m: UNet2DConditionModel) throws -> Tensor {
+        let pred = m(sample: try file.tensor("noisy"), timestep: try file.tensor("timesteps").toArray(),
+                     encoderHiddenStates: try file.tensor("encoder_hidden_states"),
+                     textEmbeds: try file.tensor("text_embeds"), timeIds: try file.tensor("time_ids"))
+        return pred.mseLoss(try file.tensor("noise"))
+    }
+
+    /// The base model with the case's adapters holding the fixture's LoRA weights.
+    func loraModel(_ name: String) throws -> (UNet2DConditionModel, LoRANetwork) {
+        let m = try model()
+        let net = try LoRANetwork(attachingTo: m, component: "unet", config: try loraConfig(name), seed: 1)
+        let expected = keys(under: "\(name).lora.")
+        XCTAssertEqual(Set(net.namedParameters.map(\.0)), expected, "adapted layers differ from PEFT's")
+        noGrad { for (k, p) in net.namedParameters { p.assign(try! file.tensor("\(name).lora.\(k)")) } }
+        return (m, net)
     }
 }

@@ -9,50 +9,8 @@ import XCTest
 /// (`tools/reference/fixtures_telora.py`): SDXL's prompt embedding through two tiny
 /// CLIP encoders with adapters on q/k/v/out_proj, its gradients, and the saved keys.
 final class TextEncoderLoRATests: XCTestCase {
-    private struct Fixture {
-        let file: SafeTensorsFile
-        let meta: [String: Any]
-
-        init() throws {
-            file = try Fixtures.open("telora")
-            meta = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(XCTUnwrap(file.metadata["fixture"]).utf8)) as? [String: Any])
-        }
-
-        var loraConfig: LoRAConfig {
-            get throws {
-                let c = try XCTUnwrap(meta["lora"] as? [String: Any])
-                return LoRAConfig(rank: try XCTUnwrap(c["r"] as? Int), alpha: Float(try XCTUnwrap(c["lora_alpha"] as? Double)),
-                                  targetModules: try XCTUnwrap(c["target_modules"] as? [String]))
-            }
-        }
-
-        /// The encoder with the fixture's weights and adapters holding its LoRA weights.
-        func encoder(_ name: String, withProjection: Bool) throws -> (CLIPTextModel, LoRANetwork) {
-            let raw = try XCTUnwrap((meta["configs"] as? [String: Any])?[name])
-            let config = try JSONDecoder().decode(CLIPTextConfig.self, from: JSONSerialization.data(withJSONObject: raw))
-            let m = CLIPTextModel(config: config, withProjection: withProjection, init: .uninitialized())
-            let prefix = "\(name).weights."
-            let keys = Set(file.names.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) })
-            let report = try m.load(keys: keys) { try file.tensor(prefix + $0) }
-            XCTAssertTrue(report.isExact, "\(report)")
-            let net = try LoRANetwork(attachingTo: m, component: name, config: try loraConfig, seed: 9)
-            let expected = Set(file.names.filter { $0.hasPrefix("\(name).lora.") }.map { String($0.dropFirst("\(name).lora.".count)) })
-            XCTAssertEqual(Set(net.namedParameters.map { fixtureKey(name, $0.0) }), expected, "adapted layers differ from PEFT's")
-            try noGrad { for (k, p) in net.namedParameters { p.assign(try file.tensor("\(name).lora.\(fixtureKey(name, k))")) } }
-            return (m, net)
-        }
-
-        /// transformers 5 leaves the `text_model.` level out of `CLIPTextModel`'s module
-        /// paths (not out of `CLIPTextModelWithProjection`'s); ours follow the checkpoint keys.
-        func fixtureKey(_ name: String, _ key: String) -> String {
-            file.entries["\(name).lora.\(key)"] != nil ? key : String(key.dropFirst("text_model.".count))
-        }
-
-        func ids(_ name: String) throws -> [Int] { try file.tensor("\(name).ids").toArray().map { Int($0) } }
-    }
-
     func testEmbeddingsAndAdapterGradientsMatchPEFT() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("telora")
         let (one, net1) = try f.encoder("text_encoder", withProjection: false)
         let (two, net2) = try f.encoder("text_encoder_2", withProjection: true)
         let e = TrainingPromptEncoder.encode(ids: try f.ids("text_encoder"), one, ids2: try f.ids("text_encoder_2"), two)
@@ -88,7 +46,7 @@ final class TextEncoderLoRATests: XCTestCase {
     /// of `CLIPTextModel`'s module paths; diffusers 0.42 loads our files, as
     /// tools/reference/check_trained_lora.py shows).
     func testSavedKeysMatchDiffusersAndKohya() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("telora")
         let nets = [try f.encoder("text_encoder", withProjection: false).1, try f.encoder("text_encoder_2", withProjection: true).1]
         let export = try XCTUnwrap(f.meta["export"] as? [String: Any])
         func normalised(_ t: [String: [Int]], _ level: String) -> [String: [Int]] {
@@ -114,9 +72,9 @@ final class TextEncoderLoRATests: XCTestCase {
     /// Both encoders' adapters in one file, byte for byte as written before the LoRA file
     /// format moved to KoalaModels (see `LoRATests.testWrittenFilesAreByteForByteUnchanged`).
     func testWrittenFilesAreByteForByteUnchanged() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("telora")
         let nets = [try f.encoder("text_encoder", withProjection: false).1, try f.encoder("text_encoder_2", withProjection: true).1]
-        let dir = try LoRATests.scratchDirectory(self)
+        let dir = try scratchDirectory(self, prefix: "lora")
         let pinned: [LoRAFileFormat: (bytes: Int, fnv: UInt64)] = [.diffusers: (11032, 0x580e_9696_a957_b283), .kohya: (13064, 0xc2dc_76a3_026c_8a02)]
         for format in LoRAFileFormat.allCases {
             let path = dir.appendingPathComponent("\(format.rawValue).safetensors").path
@@ -126,7 +84,7 @@ final class TextEncoderLoRATests: XCTestCase {
     }
 
     func testSavedTextEncoderAdaptersLoadBack() throws {
-        let f = try Fixture()
+        let f = try LoRAFixture("telora")
         let nets = [try f.encoder("text_encoder", withProjection: false).1, try f.encoder("text_encoder_2", withProjection: true).1]
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("telora-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -140,4 +98,34 @@ final class TextEncoderLoRATests: XCTestCase {
             for (a, b) in zip(nets.flatMap(\.parameters), fresh.flatMap(\.parameters)) { XCTAssertEqual(a.toArray(), b.toArray(), format.rawValue) }
         }
     }
+}
+
+/// The telora fixture (`fixtures_telora.py`): two CLIP encoders, PEFT's adapters on them.
+private extension LoRAFixture {
+    var loraConfig: LoRAConfig {
+        get throws { try Self.peftConfig(meta["lora"]) }
+    }
+
+    /// The encoder with the fixture's weights and adapters holding its LoRA weights.
+    func encoder(_ name: String, withProjection: Bool) throws -> (CLIPTextModel, LoRANetwork) {
+        let raw = try XCTUnwrap((meta["configs"] as? [String: Any])?[name])
+        let config = try JSONDecoder().decode(CLIPTextConfig.self, from: JSONSerialization.data(withJSONObject: raw))
+        let m = CLIPTextModel(config: config, withProjection: withProjection, init: .uninitialized())
+        let prefix = "\(name).weights."
+        let report = try m.load(keys: keys(under: prefix)) { try file.tensor(prefix + $0) }
+        XCTAssertTrue(report.isExact, "\(report)")
+        let net = try LoRANetwork(attachingTo: m, component: name, config: try loraConfig, seed: 9)
+        let expected = keys(under: "\(name).lora.")
+        XCTAssertEqual(Set(net.namedParameters.map { fixtureKey(name, $0.0) }), expected, "adapted layers differ from PEFT's")
+        try noGrad { for (k, p) in net.namedParameters { p.assign(try file.tensor("\(name).lora.\(fixtureKey(name, k))")) } }
+        return (m, net)
+    }
+
+    /// transformers 5 leaves the `text_model.` level out of `CLIPTextModel`'s module
+    /// paths (not out of `CLIPTextModelWithProjection`'s); ours follow the checkpoint keys.
+    func fixtureKey(_ name: String, _ key: String) -> String {
+        file.entries["\(name).lora.\(key)"] != nil ? key : String(key.dropFirst("text_model.".count))
+    }
+
+    func ids(_ name: String) throws -> [Int] { try file.tensor("\(name).ids").toArray().map { Int($0) } }
 }

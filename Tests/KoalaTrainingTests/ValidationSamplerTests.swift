@@ -10,13 +10,8 @@ import XCTest
 /// tested against diffusers in Tests/KoalaDiffusionTests/TextToImageTests.swift), and
 /// `checkpoint.keep_last` picks every file of the older checkpoints and nothing else.
 final class ValidationSamplerTests: XCTestCase {
-    static var modelDir: URL { TinyPipeline.folder }
-    nonisolated(unsafe) static var pipeline: StableDiffusionXLPipeline!
-
-    override class func setUp() {
-        super.setUp()
-        pipeline = TinyPipeline.load()
-    }
+    /// Loaded once for the class, on first use.
+    nonisolated(unsafe) static let pipeline = TinyPipeline.load()
 
     func recipe(_ edit: (inout TrainingRecipe) -> Void) -> TrainingRecipe {
         var r = TrainingRecipe()
@@ -30,7 +25,7 @@ final class ValidationSamplerTests: XCTestCase {
 
     /// Every image the sampler draws equals `generate` with its parameters, value for value.
     func assertMatchesGenerate(_ recipe: TrainingRecipe, file: StaticString = #filePath, line: UInt = #line) throws {
-        let pipeline = Self.pipeline!
+        let pipeline = Self.pipeline
         let sampler = try ValidationSampler(recipe: recipe, texts: ValidationTexts(recipe.validation, token: "sks", className: "toy"),
                                             pipeline: pipeline)
         var drawn: [ValidationImage] = []

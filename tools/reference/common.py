@@ -68,3 +68,24 @@ def tiny_pipeline():
         pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         yield pipe, model
+
+
+def text_to_image(pipe, prompt, negative, start, count, init, *, steps, guidance, width, height, output_type):
+    """One call of `pipe` (its scheduler set by the caller) for a fixture case, without
+    gradients: `start` is "latents" (`init`, repeated for each of the `count` images) or
+    the seed of a torch.Generator(). Returns the pipeline output's images."""
+    kwargs = dict(prompt=prompt, negative_prompt=negative, num_inference_steps=steps,
+                  guidance_scale=guidance, width=width, height=height,
+                  num_images_per_prompt=count, output_type=output_type)
+    if start == "latents":
+        kwargs["latents"] = init.repeat(count, 1, 1, 1)
+    else:
+        kwargs["generator"] = torch.Generator().manual_seed(start)
+    with torch.no_grad():
+        return pipe(**kwargs).images
+
+
+def image_8bit(images):
+    """output_type="np" images as numpy_to_pil rounds them ((images * 255).round().astype("uint8")),
+    stored as float16."""
+    return (torch.from_numpy(images) * 255).round().to(torch.uint8).to(torch.float16)

@@ -38,16 +38,24 @@ SHARED = dict(
     attention_head_dim=[1, 2, 2], cross_attention_dim=6, use_linear_projection=True,
     addition_embed_type="text_time", addition_time_embed_dim=2, projection_class_embeddings_input_dim=6 + 6 * 2,
 )
-CONFIGS = {
-    # SDXL: 2 resnets per down block (3 per up block), stacks [1, 2, 10] -> [1, 2, 3], mid block.
-    "teacher": dict(SHARED, layers_per_block=2, transformer_layers_per_block=[1, 2, 3],
-                    mid_block_type="UNetMidBlock2DCrossAttn"),
-    # KOALA-700M: 1 resnet per down block, [1, 2, 5] -> [1, 1, 2], no mid block.
-    "koala-700m": dict(SHARED, layers_per_block=1, transformer_layers_per_block=[1, 1, 2], mid_block_type=None),
-    # KOALA-1B: 1 resnet per down block, [1, 2, 6] -> [1, 2, 2], mid block (depth 2 of the teacher's 3).
-    "koala-1b": dict(SHARED, layers_per_block=1, transformer_layers_per_block=[1, 2, 2],
-                     mid_block_type="UNetMidBlock2DCrossAttn"),
-}
+
+
+def unet_configs(teacher, koala_700m, koala_1b):
+    """The three structures, given each one's transformer_layers_per_block: the teacher
+    SDXL's (2 resnets per down block, 3 per up block, a mid block), KOALA-700M's (1 resnet
+    per down block, no mid block) and KOALA-1B's (1 resnet per down block, a mid block)."""
+    return {
+        "teacher": dict(SHARED, layers_per_block=2, transformer_layers_per_block=teacher,
+                        mid_block_type="UNetMidBlock2DCrossAttn"),
+        "koala-700m": dict(SHARED, layers_per_block=1, transformer_layers_per_block=koala_700m, mid_block_type=None),
+        "koala-1b": dict(SHARED, layers_per_block=1, transformer_layers_per_block=koala_1b,
+                         mid_block_type="UNetMidBlock2DCrossAttn"),
+    }
+
+
+# Stacks: SDXL [1, 2, 10] -> [1, 2, 3], KOALA-700M [1, 2, 5] -> [1, 1, 2], KOALA-1B
+# [1, 2, 6] -> [1, 2, 2] (its mid block: depth 2 of the teacher's 3).
+CONFIGS = unet_configs(teacher=[1, 2, 3], koala_700m=[1, 1, 2], koala_1b=[1, 2, 2])
 
 
 def copy(student_module, teacher_module):

@@ -33,15 +33,9 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 from common import FIXTURES, ROOT, gen, randn
-from fixtures_distill import SHARED
+from fixtures_distill import unet_configs
 
-CONFIGS = {
-    "teacher": dict(SHARED, layers_per_block=2, transformer_layers_per_block=[1, 2, 4],
-                    mid_block_type="UNetMidBlock2DCrossAttn"),
-    "koala-700m": dict(SHARED, layers_per_block=1, transformer_layers_per_block=[1, 1, 2], mid_block_type=None),
-    "koala-1b": dict(SHARED, layers_per_block=1, transformer_layers_per_block=[1, 2, 3],
-                     mid_block_type="UNetMidBlock2DCrossAttn"),
-}
+CONFIGS = unet_configs(teacher=[1, 2, 4], koala_700m=[1, 1, 2], koala_1b=[1, 2, 3])
 WEIGHTS = {"task": 1.0, "output": 0.7, "feature": 1.3}
 CASES = [("self-attention", "sa-bottom"), ("self-attention", "sa-interleave"), ("self-attention", "sa-up"),
          ("last-feature", "sa-bottom")]

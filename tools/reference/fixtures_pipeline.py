@@ -14,10 +14,10 @@ torch.Generator().manual_seed(S) instead.
 import os
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
+from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from safetensors.torch import save_file
 
-from common import FIXTURES, ROOT, tiny_pipeline
+from common import FIXTURES, ROOT, image_8bit, text_to_image, tiny_pipeline
 
 PROMPT = "a photo of a koala wearing sunglasses"
 NEGATIVE = "blurry, low quality"
@@ -50,18 +50,9 @@ def main():
             results = {}
             for output_type in ("np", "latent"):
                 pipe.scheduler = schedulers[sched]
-                kwargs = dict(prompt=prompt, negative_prompt=negative, num_inference_steps=STEPS,
-                              guidance_scale=GUIDANCE, width=SIZE, height=SIZE,
-                              num_images_per_prompt=count, output_type=output_type)
-                if start == "latents":
-                    kwargs["latents"] = init.repeat(count, 1, 1, 1)
-                else:
-                    kwargs["generator"] = torch.Generator().manual_seed(start)
-                with torch.no_grad():
-                    results[output_type] = pipe(**kwargs).images
-            # numpy_to_pil: (images * 255).round().astype("uint8")
-            image = (torch.from_numpy(results["np"]) * 255).round().to(torch.uint8)
-            out[f"{name}.image"] = image.to(torch.float16)
+                results[output_type] = text_to_image(pipe, prompt, negative, start, count, init, steps=STEPS,
+                                                     guidance=GUIDANCE, width=SIZE, height=SIZE, output_type=output_type)
+            out[f"{name}.image"] = image_8bit(results["np"])
             out[f"{name}.latents"] = results["latent"].float()
     path = os.path.join(FIXTURES, "pipeline.safetensors")
     save_file({k: v.contiguous() for k, v in out.items()}, path)

@@ -17,10 +17,10 @@ and `init_latents` [1, 4, 12, 8]: the unscaled standard-normal start of the "lat
 import os
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionXLPipeline
+from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from safetensors.torch import save_file
 
-from common import FIXTURES, ROOT, tiny_pipeline
+from common import FIXTURES, ROOT, image_8bit, text_to_image, tiny_pipeline
 
 WIDTH, HEIGHT = 64, 96
 STEPS = 4
@@ -52,20 +52,12 @@ def main():
                     else:
                         pipe.vae.disable_tiling()
                     pipe.scheduler = schedulers[sched]
-                    kwargs = dict(prompt=prompt, negative_prompt=negative, num_inference_steps=STEPS,
-                                  guidance_scale=GUIDANCE, width=WIDTH, height=HEIGHT,
-                                  num_images_per_prompt=count, output_type=output_type)
-                    if start == "latents":
-                        kwargs["latents"] = init.repeat(count, 1, 1, 1)
-                    else:
-                        kwargs["generator"] = torch.Generator().manual_seed(start)
-                    with torch.no_grad():
-                        results[tiling, output_type] = pipe(**kwargs).images
+                    results[tiling, output_type] = text_to_image(pipe, prompt, negative, start, count, init, steps=STEPS,
+                                                                 guidance=GUIDANCE, width=WIDTH, height=HEIGHT,
+                                                                 output_type=output_type)
             assert torch.equal(results["tiled", "latent"], results["untiled", "latent"]), "tiling must only change the decode"
             for tiling in ("tiled", "untiled"):
-                # numpy_to_pil: (images * 255).round().astype("uint8")
-                image = (torch.from_numpy(results[tiling, "np"]) * 255).round().to(torch.uint8)
-                out[f"{name}.{tiling}.image"] = image.to(torch.float16)
+                out[f"{name}.{tiling}.image"] = image_8bit(results[tiling, "np"])
             out[f"{name}.latents"] = results["tiled", "latent"].float()
             # Tiling must really change the picture, or the tiled tests would prove nothing.
             seams = (out[f"{name}.tiled.image"].float() - out[f"{name}.untiled.image"].float()).abs().max()

@@ -22,32 +22,34 @@ enum RowMath {
         return m
     }
 
-    /// Sum with 16 independent lanes (Swift does not reassociate a scalar loop).
+    /// Σ term(i) for i < n with 16 independent lanes (Swift does not reassociate a scalar
+    /// loop): `lanes(i)` gives terms i..<i+16, `term(i)` one term of the ragged tail.
     @inline(__always)
-    static func sum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    static func laneSum(_ n: Int, _ lanes: (Int) -> SIMD16<Float>, _ term: (Int) -> Float) -> Float {
         var s16 = SIMD16<Float>()
         var i = 0
         while i + 16 <= n {
-            s16 += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            s16 += lanes(i)
             i += 16
         }
         var s = s16.sum()
-        while i < n { s += x[i]; i += 1 }
+        while i < n { s += term(i); i += 1 }
         return s
     }
 
     @inline(__always)
+    static func load16(_ x: UnsafePointer<Float>) -> SIMD16<Float> {
+        UnsafeRawPointer(x).loadUnaligned(as: SIMD16<Float>.self)
+    }
+
+    @inline(__always)
+    static func sum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        laneSum(n, { load16(x + $0) }, { x[$0] })
+    }
+
+    @inline(__always)
     static func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> Float {
-        var s16 = SIMD16<Float>()
-        var i = 0
-        while i + 16 <= n {
-            s16 += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-                * UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
-            i += 16
-        }
-        var s = s16.sum()
-        while i < n { s += x[i] * y[i]; i += 1 }
-        return s
+        laneSum(n, { load16(x + $0) * load16(y + $0) }, { x[$0] * y[$0] })
     }
 
     /// y[i] = exp(x[i] - shift) (x and y may alias); returns Σ y.

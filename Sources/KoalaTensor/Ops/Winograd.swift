@@ -199,41 +199,53 @@ enum Winograd {
     static func outputTransform(_ g: ConvGeometry, _ m: UnsafePointer<Float>, rows: Range<Int>, tilesW: Int,
                                 bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>, ld: Int? = nil) {
         let bt = ld ?? rows.count * tilesW, stride = g.o * bt
-        for oc in 0..<g.o {
+        forEachTileRun(g, rows: rows, tilesW: tilesW, tilesPerChannel: bt) { oc, tile, row, hasRow1, tx in
             let b = SIMD8<Float>(repeating: bias?[oc] ?? 0)
-            let mo = m + oc * bt, plane = out + oc * g.outPlane
+            let p = m + tile, row0 = out + row, row1 = row0 + g.ow
+            @inline(__always) func load(_ xi: Int) -> SIMD8<Float> {
+                UnsafeRawPointer(p + xi * stride).loadUnaligned(as: SIMD8<Float>.self)
+            }
+            // Aᵀ M over rows (m0 + m1 + m2, m1 - m2 - m3), then the same over columns.
+            let m0 = (load(0), load(1), load(2), load(3)), m1 = (load(4), load(5), load(6), load(7))
+            let m2 = (load(8), load(9), load(10), load(11)), m3 = (load(12), load(13), load(14), load(15))
+            let t0 = (m0.0 + m1.0 + m2.0, m0.1 + m1.1 + m2.1, m0.2 + m1.2 + m2.2, m0.3 + m1.3 + m2.3)
+            let t1 = (m1.0 - m2.0 - m3.0, m1.1 - m2.1 - m3.1, m1.2 - m2.2 - m3.2, m1.3 - m2.3 - m3.3)
+            let y00 = t0.0 + t0.1 + t0.2 + b, y01 = t0.1 - t0.2 - t0.3 + b
+            let y10 = t1.0 + t1.1 + t1.2 + b, y11 = t1.1 - t1.2 - t1.3 + b
+            let ox = 2 * tx
+            if ox + 16 <= g.ow {
+                UnsafeMutableRawPointer(row0 + ox).storeBytes(of: interleave(y00, y01), as: SIMD16<Float>.self)
+                if hasRow1 { UnsafeMutableRawPointer(row1 + ox).storeBytes(of: interleave(y10, y11), as: SIMD16<Float>.self) }
+            } else {
+                for l in 0..<min(8, tilesW - tx) {
+                    let c = ox + 2 * l
+                    row0[c] = y00[l]
+                    if c + 1 < g.ow { row0[c + 1] = y01[l] }
+                    if hasRow1 {
+                        row1[c] = y10[l]
+                        if c + 1 < g.ow { row1[c + 1] = y11[l] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The walk both output-side transforms take over the 2x2 output tiles of tile rows
+    /// `rows`, `tilesW` tiles wide, 8 tiles at a time, channel by channel. `body` gets the
+    /// output channel, the offset of the run's first tile in the transformed tiles (channel
+    /// `oc` starts at `oc · tilesPerChannel`, its tile rows `tilesW` apart), the offset of the
+    /// run's first output row in the output (the second row, `g.ow` further, exists when
+    /// `hasRow1`), and the run's first tile column; a run may reach past `tilesW`.
+    @inline(__always)
+    static func forEachTileRun(_ g: ConvGeometry, rows: Range<Int>, tilesW: Int, tilesPerChannel: Int,
+                               _ body: (_ oc: Int, _ tile: Int, _ row: Int, _ hasRow1: Bool, _ tx: Int) -> Void) {
+        for oc in 0..<g.o {
             for ty in 0..<rows.count {
                 let oy = 2 * (rows.lowerBound + ty)
-                let row0 = plane + oy * g.ow, row1 = row0 + g.ow
-                let hasRow1 = oy + 1 < g.oh
+                let row = oc * g.outPlane + oy * g.ow, hasRow1 = oy + 1 < g.oh
                 var tx = 0
                 while tx < tilesW {
-                    let p = mo + ty * tilesW + tx
-                    @inline(__always) func load(_ xi: Int) -> SIMD8<Float> {
-                        UnsafeRawPointer(p + xi * stride).loadUnaligned(as: SIMD8<Float>.self)
-                    }
-                    // Aᵀ M over rows (m0 + m1 + m2, m1 - m2 - m3), then the same over columns.
-                    let m0 = (load(0), load(1), load(2), load(3)), m1 = (load(4), load(5), load(6), load(7))
-                    let m2 = (load(8), load(9), load(10), load(11)), m3 = (load(12), load(13), load(14), load(15))
-                    let t0 = (m0.0 + m1.0 + m2.0, m0.1 + m1.1 + m2.1, m0.2 + m1.2 + m2.2, m0.3 + m1.3 + m2.3)
-                    let t1 = (m1.0 - m2.0 - m3.0, m1.1 - m2.1 - m3.1, m1.2 - m2.2 - m3.2, m1.3 - m2.3 - m3.3)
-                    let y00 = t0.0 + t0.1 + t0.2 + b, y01 = t0.1 - t0.2 - t0.3 + b
-                    let y10 = t1.0 + t1.1 + t1.2 + b, y11 = t1.1 - t1.2 - t1.3 + b
-                    let ox = 2 * tx
-                    if ox + 16 <= g.ow {
-                        UnsafeMutableRawPointer(row0 + ox).storeBytes(of: interleave(y00, y01), as: SIMD16<Float>.self)
-                        if hasRow1 { UnsafeMutableRawPointer(row1 + ox).storeBytes(of: interleave(y10, y11), as: SIMD16<Float>.self) }
-                    } else {
-                        for l in 0..<min(8, tilesW - tx) {
-                            let c = ox + 2 * l
-                            row0[c] = y00[l]
-                            if c + 1 < g.ow { row0[c + 1] = y01[l] }
-                            if hasRow1 {
-                                row1[c] = y10[l]
-                                if c + 1 < g.ow { row1[c + 1] = y11[l] }
-                            }
-                        }
-                    }
+                    body(oc, oc * tilesPerChannel + ty * tilesW + tx, row, hasRow1, tx)
                     tx += 8
                 }
             }

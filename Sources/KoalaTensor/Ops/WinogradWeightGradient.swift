@@ -64,42 +64,33 @@ extension Winograd {
     static func gradOutputTransform(_ g: ConvGeometry, _ gOut: UnsafePointer<Float>, rows: Range<Int>, tilesW: Int,
                                     into dm: UnsafeMutablePointer<Float>) {
         let bt = rows.count * tilesW, stride = g.o * bt
-        for oc in 0..<g.o {
-            let plane = gOut + oc * g.outPlane, dmo = dm + oc * bt
-            for ty in 0..<rows.count {
-                let oy = 2 * (rows.lowerBound + ty)
-                let row0 = plane + oy * g.ow, row1 = row0 + g.ow
-                let hasRow1 = oy + 1 < g.oh
-                var tx = 0
-                while tx < tilesW {
-                    let count = min(8, tilesW - tx), ox = 2 * tx
-                    var a = SIMD16<Float>(), b = SIMD16<Float>()  // rows 0 and 1, 8 tiles of 2 columns
-                    if ox + 16 <= g.ow {
-                        a = UnsafeRawPointer(row0 + ox).loadUnaligned(as: SIMD16<Float>.self)
-                        if hasRow1 { b = UnsafeRawPointer(row1 + ox).loadUnaligned(as: SIMD16<Float>.self) }
-                    } else {
-                        for l in 0..<min(16, g.ow - ox) {
-                            a[l] = row0[ox + l]
-                            if hasRow1 { b[l] = row1[ox + l] }
-                        }
-                    }
-                    let y00 = a.evenHalf, y01 = a.oddHalf, y10 = b.evenHalf, y11 = b.oddHalf
-                    let p = dmo + ty * tilesW + tx
-                    @inline(__always) func store(_ xi: Int, _ value: SIMD8<Float>) {
-                        if count == 8 { UnsafeMutableRawPointer(p + xi * stride).storeBytes(of: value, as: SIMD8<Float>.self) }
-                        else { for l in 0..<count { p[xi * stride + l] = value[l] } }
-                    }
-                    // A dY over rows (y0, y0 + y1, y0 - y1, -y1), then the same over columns.
-                    @inline(__always) func emit(_ r: Int, _ c0: SIMD8<Float>, _ c1: SIMD8<Float>) {
-                        store(4 * r, c0); store(4 * r + 1, c0 + c1); store(4 * r + 2, c0 - c1); store(4 * r + 3, -c1)
-                    }
-                    emit(0, y00, y01)
-                    emit(1, y00 + y10, y01 + y11)
-                    emit(2, y00 - y10, y01 - y11)
-                    emit(3, -y10, -y11)
-                    tx += 8
+        forEachTileRun(g, rows: rows, tilesW: tilesW, tilesPerChannel: bt) { _, tile, row, hasRow1, tx in
+            let row0 = gOut + row, row1 = row0 + g.ow
+            let count = min(8, tilesW - tx), ox = 2 * tx
+            var a = SIMD16<Float>(), b = SIMD16<Float>()  // rows 0 and 1, 8 tiles of 2 columns
+            if ox + 16 <= g.ow {
+                a = UnsafeRawPointer(row0 + ox).loadUnaligned(as: SIMD16<Float>.self)
+                if hasRow1 { b = UnsafeRawPointer(row1 + ox).loadUnaligned(as: SIMD16<Float>.self) }
+            } else {
+                for l in 0..<min(16, g.ow - ox) {
+                    a[l] = row0[ox + l]
+                    if hasRow1 { b[l] = row1[ox + l] }
                 }
             }
+            let y00 = a.evenHalf, y01 = a.oddHalf, y10 = b.evenHalf, y11 = b.oddHalf
+            let p = dm + tile
+            @inline(__always) func store(_ xi: Int, _ value: SIMD8<Float>) {
+                if count == 8 { UnsafeMutableRawPointer(p + xi * stride).storeBytes(of: value, as: SIMD8<Float>.self) }
+                else { for l in 0..<count { p[xi * stride + l] = value[l] } }
+            }
+            // A dY over rows (y0, y0 + y1, y0 - y1, -y1), then the same over columns.
+            @inline(__always) func emit(_ r: Int, _ c0: SIMD8<Float>, _ c1: SIMD8<Float>) {
+                store(4 * r, c0); store(4 * r + 1, c0 + c1); store(4 * r + 2, c0 - c1); store(4 * r + 3, -c1)
+            }
+            emit(0, y00, y01)
+            emit(1, y00 + y10, y01 + y11)
+            emit(2, y00 - y10, y01 - y11)
+            emit(3, -y10, -y11)
         }
     }
 }
