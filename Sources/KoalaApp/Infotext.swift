@@ -50,14 +50,6 @@ public struct Infotext {
     public var seeded = true
     public var loras: [LoRA] = []
 
-    public init(parameters: GenerationParameters, schedulerConfig: SchedulerConfig, width: Int, height: Int, modelPath: String) {
-        self.parameters = parameters
-        self.schedulerConfig = schedulerConfig
-        self.width = width
-        self.height = height
-        self.modelPath = modelPath
-    }
-
     /// The chunk's text.
     public var text: String {
         let p = parameters

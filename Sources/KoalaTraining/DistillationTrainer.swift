@@ -4,7 +4,8 @@ import KoalaModels
 import KoalaTensor
 
 /// One cached example of a distillation run: an image's latents (× the VAE's scaling
-/// factor) and its caption's conditioning, each with a batch dimension of 1.
+/// factor) and its caption's conditioning, each with a batch dimension of 1; made by
+/// `encode(_:data:seed:pipeline:)` (and in tests by the memberwise init).
 public struct DistillationExample {
     /// [1, 4, h, w].
     public let latents: Tensor
@@ -14,13 +15,6 @@ public struct DistillationExample {
     public let pooled: Tensor
     /// SDXL `add_time_ids`, [1, 6].
     public let timeIds: Tensor
-
-    public init(latents: Tensor, hiddenStates: Tensor, pooled: Tensor, timeIds: Tensor) {
-        self.latents = latents
-        self.hiddenStates = hiddenStates
-        self.pooled = pooled
-        self.timeIds = timeIds
-    }
 }
 
 /// One line of distillation progress: the step's totals and its three terms (means

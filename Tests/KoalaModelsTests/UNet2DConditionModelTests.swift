@@ -108,7 +108,8 @@ class UNet2DConditionModelTests: XCTestCase {
     }
 
     func testPresetParameterCountsAreExact() throws {
-        let expected = ["koala-700m": 782_822_724, "koala-1b": 1_161_184_324, "sdxl-base": 2_567_463_684, "tiny": 1_707_364]
+        let expected = ["koala-700m": 782_822_724, "koala-1b": 1_161_184_324, "sdxl-base": 2_567_463_684, "tiny": 1_707_364,
+                        "tiny-sdxl": 4_466_372]
         for (name, count) in expected {
             let m = UNet2DConditionModel(config: try .preset(name), init: .uninitialized())
             XCTAssertEqual(m.parameterCount, count, name)

@@ -425,7 +425,7 @@ extension UNet2DConditionConfig {
     }
 
     /// SDXL's structure at `tiny`'s width (2 resnets per block, stacks [1, 2, 4], a mid
-    /// block): a teacher that `tiny`, KOALA-700M's structure, distils from (TINYSDXL parameters).
+    /// block): a teacher that `tiny`, KOALA-700M's structure, distils from (4,466,372 parameters).
     public static var tinySDXL: UNet2DConditionConfig {
         var c = tiny
         c.layersPerBlock = .one(2)
