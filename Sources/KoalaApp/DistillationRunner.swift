@@ -37,7 +37,8 @@ public struct DistillationRequest: Sendable {
 
 /// What a distillation reports as it goes.
 public enum DistillationEvent: Sendable {
-    case resuming(step: Int)
+    /// From the checkpoint of `step`; nil: the run had none yet and starts over.
+    case resuming(step: Int?)
     /// The teacher pipeline loaded and the student initialised from it.
     case models(teacherParameters: Int, studentParameters: Int, precision: Precision)
     case encoded(done: Int, total: Int)
@@ -100,15 +101,19 @@ public struct DistillationRunner: Sendable {
         guard request.holdout < folder.items.count else {
             throw DistillationError.holdoutTooLarge(holdout: request.holdout, images: folder.items.count)
         }
+        // What a killed run left half-written of the run folder or the output.
+        DurableWrite.removeLeftovers(of: runDir)
+        DurableWrite.removeLeftovers(of: out)
         let recipeURL = runDir.appendingPathComponent(Self.recipeFile), studentURL = runDir.appendingPathComponent(Self.studentFile)
         let resumeFrom: URL?
         if resume {
-            guard let last = DreamBoothTrainer.checkpointStates(in: runDir).last,
-                  fm.fileExists(atPath: recipeURL.path), fm.fileExists(atPath: studentURL.path) else {
+            guard fm.fileExists(atPath: recipeURL.path), fm.fileExists(atPath: studentURL.path) else {
                 throw DistillationError.nothingToResume(runDirectory: runDir.path)
             }
-            resumeFrom = last.url
-            events(.resuming(step: last.step))
+            // Stopped before its first checkpoint: it starts over, with its recipe.
+            let last = DreamBoothTrainer.checkpointStates(in: runDir).last
+            resumeFrom = last?.url
+            events(.resuming(step: last?.step))
         } else {
             guard !fm.fileExists(atPath: runDir.path) else { throw DistillationError.runExists(runDirectory: runDir.path) }
             // Checked before anything is written.

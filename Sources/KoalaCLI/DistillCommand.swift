@@ -59,7 +59,8 @@ struct DistillCommand: ParsableCommand {
             switch event {
             case .resuming(let step):
                 if recipe != nil { Output.warn("--resume continues with the recipe the run started with; --recipe is ignored") }
-                print("resuming \(request.runDirectory.path) from step \(step)")
+                print(step.map { "resuming \(request.runDirectory.path) from step \($0)" }
+                      ?? "\(request.runDirectory.path) has no checkpoint yet; starting it over")
             case .models(let t, let s, let precision):
                 print("teacher U-Net \(Format.count(t)) parameters; student \(Format.count(s)) (initialised from the teacher); \(precision.rawValue)")
             case .encoded(let done, let total):

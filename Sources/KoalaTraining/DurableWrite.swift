@@ -31,7 +31,7 @@ public enum DurableWrite {
             var isDir: ObjCBool = false
             if fm.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue { try fm.removeItem(at: url) }
             guard rename(tmp.path, url.path) == 0 else { throw TrainingError("cannot move \(tmp.path) to \(url.path): \(String(cString: strerror(errno)))") }
-            try flush(parent)
+            try sync(parent)
         } catch {
             try? fm.removeItem(at: tmp)
             throw error
@@ -54,14 +54,27 @@ public enum DurableWrite {
         }
     }
 
+    /// Removes the temporaries that killed writes of `url` itself left beside it.
+    public static func removeLeftovers(of url: URL) {
+        let parent = url.deletingLastPathComponent(), prefix = ".\(url.lastPathComponent)\(partialMarker)"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+        for name in names where name.hasPrefix(prefix) { try? FileManager.default.removeItem(at: parent.appendingPathComponent(name)) }
+    }
+
     static let partialMarker = ".partial-"
 
-    /// fsync of a file, or of a folder and everything in it.
+    /// fsyncs `url` and, when it is a folder (a temporary being written), everything in it.
     static func flush(_ url: URL) throws {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue {
             for name in try FileManager.default.contentsOfDirectory(atPath: url.path) { try flush(url.appendingPathComponent(name)) }
         }
+        try sync(url)
+    }
+
+    /// fsyncs `url` alone: for the folder a rename happened in, whose other entries (other
+    /// processes' temporaries among them) are not this write's.
+    static func sync(_ url: URL) throws {
         let fd = open(url.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw TrainingError("cannot open \(url.path) to flush it: \(String(cString: strerror(errno)))") }
         defer { close(fd) }

@@ -37,6 +37,8 @@ struct TrainingLoop {
         let schedule = recipe.optim.schedule(totalSteps: total)
         let smoothing = recipe.train.lossSmoothing
         var start = 0
+        // The newest checkpoint: the resumed one until a step saves another.
+        var last: TrainingCheckpointState?
         var smoothed = 0.0, smoothWeight = 0.0
         var lastLoss: Double?
         var elapsedBefore = 0.0
@@ -59,13 +61,13 @@ struct TrainingLoop {
             smoothWeight = state.smoothingWeight
             lastLoss = state.lastLoss
             elapsedBefore = state.elapsedSeconds
+            last = state
             // Its files loaded, so they are whole: finish the step they were saved at.
             try finish(TrainingCheckpointFiles(state: state, in: dir))
             try resumed(start)
         }
 
         let began = Date()
-        var last: TrainingCheckpointState?
         var step = start
         while step < total {
             var stepLoss = 0.0
@@ -107,7 +109,7 @@ struct TrainingLoop {
             try stepEnded(step)
         }
         if let last { return last }
-        // Resumed at the end already: nothing new to save.
+        // max_steps = 0: nothing trained, nothing saved.
         return TrainingCheckpointState(step: step, totalSteps: total, seed: recipe.train.seed, rng: recipe.train.rng.rawValue,
                                        rngReplaySteps: step, smoothedLoss: nil, smoothingWeight: smoothWeight, lastLoss: lastLoss,
                                        elapsedSeconds: elapsedBefore, loraFile: nil, kohyaFile: nil, optimizerFile: "")

@@ -2,6 +2,7 @@ import Foundation
 import KoalaDiffusion
 import KoalaImageIO
 import KoalaModels
+import KoalaTensor
 import XCTest
 
 /// `koalabooth distill` as a user runs it: a tiny teacher, a student config, captioned
@@ -59,5 +60,40 @@ final class DistillCLITests: XCTestCase {
                              "--output", png])
         XCTAssertEqual(g.status, 0, g.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: png))
+    }
+
+    /// SIGKILL at every durable write of a run (`KOALABOOTH_FAULT_KILL_AT_WRITE`), then the
+    /// same command with --resume (or without, when the run folder was not made yet):
+    /// the output's U-Net equals an uninterrupted run's, and no temporary is left.
+    func testAKilledRunResumesToTheSameOutput() throws {
+        let (student, data) = try prepare()
+        func args(_ out: String) -> [String] {
+            ["distill", "--teacher", CLI.tinyModel, "--student", student, "--data", data, "--recipe", Self.recipe, "--out", out]
+        }
+        let reference = dir.appendingPathComponent("reference").path
+        let counted = try CLI.run(args(reference), environment: ["KOALABOOTH_FAULT_KILL_AT_WRITE": "0"])
+        XCTAssertEqual(counted.status, 0, counted.stderr)
+        let points = counted.stderr.split(separator: "\n").filter { $0.hasPrefix("fault point ") }
+        XCTAssertEqual(points.count, 8, "\(points)")  // run folder; 2 x (unet, optimizer, state); output
+        let expected = try SafeTensorsFile(path: reference + "/unet/diffusion_pytorch_model.safetensors")
+
+        let runs = concurrently(points.count, width: 4) { i in
+            Result { () throws -> (killed: CLIResult, resumed: CLIResult, out: String) in
+                let out = self.dir.appendingPathComponent("killed-\(i + 1)").path
+                let killed = try CLI.run(args(out), environment: ["KOALABOOTH_FAULT_KILL_AT_WRITE": "\(i + 1)"])
+                let started = FileManager.default.fileExists(atPath: out + ".run")
+                return (killed, try CLI.run(args(out) + (started ? ["--resume"] : [])), out)
+            }
+        }
+        for (i, run) in runs.enumerated() {
+            let (killed, resumed, out) = try run.get()
+            XCTAssertEqual(killed.status, SIGKILL, "point \(i + 1): \(killed.stderr) \(killed.stdout)")
+            XCTAssertEqual(resumed.status, 0, "point \(i + 1): \(resumed.stderr)")
+            let got = try SafeTensorsFile(path: out + "/unet/diffusion_pytorch_model.safetensors")
+            XCTAssertEqual(got.names.sorted(), expected.names.sorted())
+            for name in expected.names { XCTAssertEqual(try got.tensor(name).toArray(), try expected.tensor(name).toArray(), "point \(i + 1): \(name)") }
+            let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".killed-\(i + 1)") }
+            XCTAssertEqual(left, [], "point \(i + 1)")
+        }
     }
 }
