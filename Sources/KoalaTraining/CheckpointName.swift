@@ -2,7 +2,7 @@ import Foundation
 
 /// The names a checkpoint's files carry in a run folder, all derived from its step: the
 /// tag `step000100` (`lora-step000100.safetensors`, `optimizer-step000100.safetensors`,
-/// `unet-step000100/`), the resume state `state-step000100.json`, and the validation
+/// `unet-step000100/`, with `[ema]` `ema-step000100.safetensors` and `raw-step000100.safetensors`), the resume state `state-step000100.json`, and the validation
 /// images drawn at the step (`validation/step000100-p1-1.png`). `doctor` and
 /// `keep_last` recognise a checkpoint's files by these names, so they are spelled here
 /// only.
@@ -19,6 +19,13 @@ public struct CheckpointName: Sendable, Equatable {
 
     /// `optimizer-step000100.safetensors`.
     public var optimizerFile: String { "optimizer-\(tag).safetensors" }
+
+    /// `ema-step000100.safetensors`: the EMA state (`[ema]`), when the run keeps one.
+    public var emaFile: String { "ema-\(tag).safetensors" }
+
+    /// `raw-step000100.safetensors`: the weights training continues from, when the exported
+    /// files hold their EMA (`ema.use_for = "export"` or `"both"`).
+    public var rawWeightsFile: String { "raw-\(tag).safetensors" }
 
     /// `step000100-p1-1.png`: prompt and image numbers count from 1.
     public func validationImage(promptIndex: Int, imageIndex: Int) -> String {

@@ -78,6 +78,11 @@ public struct DistillationRecipe: Sendable, Equatable {
             rest["model"] = TOMLTable(["train": String("full")])
         }
         r.training = try TrainingRecipe.parse(toml: rest.convert(to: .toml), source: source)
+        let t = r.training.train
+        if let key = [("min_timestep", t.minTimestep != 0), ("max_timestep", t.maxTimestep != nil),
+                      ("debiased_estimation", t.debiasedEstimation)].first(where: \.1)?.0 {
+            throw RecipeError.conflict(key: "train.\(key)", reason: "distillation draws every timestep with unweighted losses; remove the key")
+        }
 
         if let v = root["distill"] {
             guard let t = v.table else {

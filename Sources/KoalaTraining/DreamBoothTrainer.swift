@@ -30,6 +30,10 @@ public struct TrainingCheckpointFiles: Sendable {
     /// The diffusers `unet` folder of a full fine-tuning run (then `lora` and `kohya` are nil).
     public var unet: URL? = nil
     public let optimizerState: URL
+    /// The EMA state, when the run keeps one (`[ema]`).
+    public var ema: URL? = nil
+    /// The raw weights, when the exported files hold the EMA ones.
+    public var rawWeights: URL? = nil
     /// `TrainingCheckpointState` as JSON.
     public let state: URL
 
@@ -61,6 +65,11 @@ public struct TrainingCheckpointState: Codable, Sendable, Equatable {
     public var precision: String? = nil
     /// The diffusers `unet` folder of a full fine-tuning checkpoint.
     public var unetFolder: String? = nil
+    /// The EMA state (`[ema]`); nil in runs without one.
+    public var emaFile: String? = nil
+    /// The weights training continues from, when the exported files hold their EMA; nil
+    /// when the exported files are those weights.
+    public var rawWeightsFile: String? = nil
     public var optimizerFile: String
 }
 
@@ -69,13 +78,20 @@ extension TrainingCheckpointState {
     /// `rng` (its random draws are replayed from them), and loads the checkpoint's weights
     /// and optimizer state beside it. DreamBooth and distillation runs resume through here.
     static func resume(from url: URL, seed: UInt64, rng: String, weights: any TrainedWeights,
-                       optimizer: any Optimizer) throws -> (state: Self, directory: URL) {
+                       optimizer: any Optimizer, ema: EMAModel? = nil) throws -> (state: Self, directory: URL) {
         let state = try JSONDecoder().decode(Self.self, from: Data(contentsOf: url))
         guard state.seed == seed, state.rng == rng else {
             throw TrainingError("\(url.path) was saved with seed \(state.seed) (rng \(state.rng)); resume with the recipe and seed the run was started with")
         }
         let dir = url.deletingLastPathComponent()
         try weights.load(state, from: dir)
+        if let raw = state.rawWeightsFile { try RawWeights.load(dir.appendingPathComponent(raw), into: weights.parameters) }
+        if let ema {
+            guard let file = state.emaFile else {
+                throw TrainingError("\(url.path) was saved without [ema]; resume it with ema.enabled = false, or start a new run")
+            }
+            try ema.load(stateDict: OptimizerState.load(from: dir.appendingPathComponent(file).path))
+        }
         try optimizer.load(stateDict: OptimizerState.load(from: dir.appendingPathComponent(state.optimizerFile).path))
         return (state, dir)
     }
@@ -120,6 +136,10 @@ public final class DreamBoothTrainer {
     public private(set) var notes: [String] = []
     /// Draws the `[validation]` images; nil without validation prompts.
     public private(set) var validator: ValidationSampler?
+    /// The EMA of the trained weights, from the start of `train` with `[ema]` enabled.
+    public private(set) var ema: EMAModel?
+    /// Called with each micro-batch's timesteps as they are drawn (for tests).
+    var timestepsDrawn: ([Int]) -> Void = { _ in }
 
     /// Loads the diffusers folder at `modelPath` and trains it: `init(recipe:pipeline:…)`
     /// with the folder's pipeline and its `unet/config.json`, which is released (but for
@@ -174,6 +194,13 @@ public final class DreamBoothTrainer {
         predictionType = recipe.train.predictionType ?? pipeline.schedulerConfig.predictionType
         guard predictionType != .sample else {
             throw TrainingError("prediction_type \"sample\" cannot be trained here; use epsilon or v_prediction")
+        }
+        let timesteps = noiseSchedule.numTrainTimesteps
+        if let high = recipe.train.maxTimestep, high > timesteps {
+            throw TrainingError("train.max_timestep = \(high) exceeds this model's \(timesteps) training timesteps (num_train_timesteps in scheduler_config.json); set it to at most \(timesteps) or remove it")
+        }
+        if recipe.train.minTimestep >= timesteps {
+            throw TrainingError("train.min_timestep = \(recipe.train.minTimestep) leaves none of this model's \(timesteps) training timesteps; set it below \(timesteps)")
         }
 
         // data.random_flip: the mirrored photos join the pool, so each pick is either
@@ -289,7 +316,10 @@ public final class DreamBoothTrainer {
             }
         }
         let x = xs.count == 1 ? xs[0] : Tensor.cat(xs, dim: 0)
-        let (noise, t) = noiseSchedule.trainingNoise(shape: x.shape, offset: Float(recipe.train.noiseOffset), from: &r.noise)
+        let (noise, t) = noiseSchedule.trainingNoise(shape: x.shape, offset: Float(recipe.train.noiseOffset),
+                                                     minTimestep: recipe.train.minTimestep, maxTimestep: recipe.train.maxTimestep,
+                                                     from: &r.noise)
+        timestepsDrawn(t)
         let seed = UInt64(r.other.nextUInt32()) << 32 | UInt64(r.other.nextUInt32())
         return MicroBatch(latents: x, noise: noise, timesteps: t, timeIds: ids.count == 1 ? ids[0] : Tensor.cat(ids, dim: 0),
                           dropoutSeed: seed, instanceCount: b)
@@ -314,9 +344,14 @@ public final class DreamBoothTrainer {
         let pooled = b == 1 ? prompt.pooled : Tensor.cat(pooledRows, dim: 0)
         let pred = unet(sample: noisy, timestep: m.timesteps.map(Float.init), encoderHiddenStates: hidden,
                         textEmbeds: pooled, timeIds: m.timeIds)
-        let perExample = pred.mseLoss(target, reduction: .none).reshape([b, -1]).mean(dim: 1)
-        let weights = recipe.train.minSNRGamma.map {
+        var perExample = pred.mseLoss(target, reduction: .none).reshape([b, -1]).mean(dim: 1)
+        var weights = recipe.train.minSNRGamma.map {
             noiseSchedule.minSNRWeights(timesteps: m.timesteps, gamma: $0, predictionType: predictionType)
+        }
+        if recipe.train.debiasedEstimation {
+            // sd-scripts multiplies the loss by the Min-SNR weight first, then by the debiased one.
+            if let w = weights { perExample = perExample * Tensor(shape: [b], values: w) }
+            weights = noiseSchedule.debiasedEstimationWeights(timesteps: m.timesteps, predictionType: predictionType)
         }
         return PriorPreservation.loss(perExample: perExample, weights: weights, instanceCount: n, priorWeight: prior?.weight ?? 0)
     }
@@ -376,7 +411,9 @@ public final class DreamBoothTrainer {
         let total = recipe.train.maxSteps
         var r = makeRandomness()
         weights.training = true
-        let state = try TrainingLoop(recipe: recipe, weights: weights).run(
+        let loop = TrainingLoop(recipe: recipe, weights: weights)
+        ema = loop.ema
+        let state = try loop.run(
             directory: directory, resumeFrom: resumeFrom,
             microBatchLoss: { _ in loss(drawMicroBatch(&r)) }, skipMicroBatch: { _ = drawMicroBatch(&r) },
             progress: progress, checkpointSaved: checkpointSaved, checkpointExpired: checkpointExpired,
@@ -393,10 +430,18 @@ public final class DreamBoothTrainer {
         return state
     }
 
-    /// Draws the validation images with the weights as trained so far (dropout off);
-    /// trained text encoders encode the prompts anew.
+    /// Draws the validation images with the weights as trained so far (dropout off), or
+    /// their EMA while `train` runs with `ema.use_for` = "validation" or "both" (the trained
+    /// weights are put back after); trained text encoders encode the prompts anew.
     public func drawValidation(step: Int, _ body: (ValidationImage) throws -> Void) throws {
         guard let validator else { return }
+        if let ema, recipe.ema.useFor.forValidation {
+            return try ema.withAveragedWeights(in: weights.parameters) { try draw(validator, step: step, body) }
+        }
+        try draw(validator, step: step, body)
+    }
+
+    private func draw(_ validator: ValidationSampler, step: Int, _ body: (ValidationImage) throws -> Void) throws {
         let wasTraining = weights.training
         weights.training = false
         defer { weights.training = wasTraining }

@@ -72,6 +72,15 @@ public final class EMAModel {
         }
     }
 
+    /// Runs `body` with the averaged values in `parameters` and puts their own values back
+    /// afterwards (diffusers' `store`, `copy_to`, `restore`).
+    public func withAveragedWeights<T>(in parameters: [Tensor], _ body: () throws -> T) rethrows -> T {
+        let stored = parameters.map { $0.contiguous().copy() }
+        copy(to: parameters)
+        defer { for (p, s) in zip(parameters, stored) { p.data.update(from: s.data, count: s.count) } }
+        return try body()
+    }
+
     /// Everything a resume needs: the settings and update count as metadata, the shadow
     /// parameters as `shadow.N`.
     public func stateDict() -> OptimizerState {

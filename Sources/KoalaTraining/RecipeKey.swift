@@ -143,6 +143,7 @@ extension LRScheduleKind: RecipeChoice {}
 extension RNGKind: RecipeChoice {}
 extension SchedulerKind: RecipeChoice {}
 extension TimestepSpacing: RecipeChoice {}
+extension TrainingRecipe.EMAUse: RecipeChoice {}
 extension PredictionType: RecipeChoice {
     /// diffusers' DreamBooth scripts train epsilon or v targets only, not `sample`.
     static var recipeChoices: [PredictionType] { [.epsilon, .vPrediction] }

@@ -13,7 +13,7 @@ extension TrainingRecipe: RecipeSection {
         [
             RecipeKey("data", \.data), RecipeKey("prior", \.prior), RecipeKey("model", \.model),
             RecipeKey("optim", \.optim), RecipeKey("train", \.train), RecipeKey("checkpoint", \.checkpoint),
-            RecipeKey("validation", \.validation),
+            RecipeKey("validation", \.validation), RecipeKey("ema", \.ema),
         ]
     }
 }
@@ -125,6 +125,9 @@ extension TrainingRecipe.TrainSection: RecipeSection {
             RecipeKey("min_snr_gamma", \.minSNRGamma, ifSet: { v, key in
                 try require(v > 0 && v.isFinite, key, "> 0", formatNumber(v))
             }),
+            RecipeKey("debiased_estimation", \.debiasedEstimation),
+            RecipeKey("min_timestep", \.minTimestep) { v, key in try require(v, in: 0...TrainingRecipe.maxTimesteps - 1, key) },
+            RecipeKey("max_timestep", \.maxTimestep, ifSet: { v, key in try require(v, in: 1...TrainingRecipe.maxTimesteps, key) }),
             RecipeKey("noise_offset", \.noiseOffset) { v, key in try require(v >= 0 && v <= 1, key, "in 0...1", formatNumber(v)) },
             RecipeKey("log_every", \.logEvery) { v, key in try require(v, in: 1...Int.max, key) },
             RecipeKey("loss_smoothing", \.lossSmoothing) { v, key in
@@ -168,6 +171,22 @@ extension TrainingRecipe.ValidationSection: RecipeSection {
     }
 }
 
+extension TrainingRecipe.EMASection: RecipeSection {
+    static var keys: [RecipeKey<Self>] {
+        [
+            RecipeKey("enabled", \.enabled),
+            RecipeKey("decay", \.decay) { v, key in try require(v >= 0 && v <= 1, key, "in 0...1", formatNumber(v)) },
+            RecipeKey("min_decay", \.minDecay) { v, key in try require(v >= 0 && v <= 1, key, "in 0...1", formatNumber(v)) },
+            RecipeKey("update_after_step", \.updateAfterStep) { v, key in try require(v, in: 0...Int.max, key) },
+            RecipeKey("use_ema_warmup", \.useEMAWarmup),
+            RecipeKey("inv_gamma", \.invGamma) { v, key in try require(v > 0 && v.isFinite, key, "> 0", formatNumber(v)) },
+            RecipeKey("power", \.power) { v, key in try require(v > 0 && v.isFinite, key, "> 0", formatNumber(v)) },
+            RecipeKey("update_every", \.updateEvery) { v, key in try require(v, in: 1...Int.max, key) },
+            RecipeKey("use_for", \.useFor),
+        ]
+    }
+}
+
 // The JSON form of a recipe walks the same tables (a Codable type needs these two members itself).
 
 extension TrainingRecipe {
@@ -206,6 +225,11 @@ extension TrainingRecipe.TrainSection {
 }
 
 extension TrainingRecipe.CheckpointSection {
+    public init(from decoder: any Decoder) throws { try self.init(keysFrom: decoder) }
+    public func encode(to encoder: any Encoder) throws { try encodeKeys(to: encoder) }
+}
+
+extension TrainingRecipe.EMASection {
     public init(from decoder: any Decoder) throws { try self.init(keysFrom: decoder) }
     public func encode(to encoder: any Encoder) throws { try encodeKeys(to: encoder) }
 }

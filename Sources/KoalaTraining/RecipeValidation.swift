@@ -3,6 +3,9 @@ import Foundation
 extension TrainingRecipe {
     /// The largest seed a TOML integer can hold.
     public static let maxSeed = UInt64(Int64.max)
+    /// The most training timesteps `train.min_timestep`/`max_timestep` may name (SDXL
+    /// models have 1000; the trainer checks the model's own count).
+    public static let maxTimesteps = 1000
 
     /// Checks every range and cross-key rule of `recipes/README.md`; the error names the key.
     /// Each key's own range is in its row of RecipeKeys.swift; the rules here involve several keys.
@@ -27,6 +30,16 @@ extension TrainingRecipe {
         if validation.karras && validation.scheduler == .ddim {
             throw RecipeError.conflict(key: "validation.karras",
                                        reason: "Karras sigmas do not apply to ddim; use dpm-solver++ or euler, or karras = false")
+        }
+        if let high = train.maxTimestep, train.minTimestep >= high {
+            throw RecipeError.conflict(key: "train.min_timestep",
+                                       reason: "timesteps are drawn from min_timestep..<max_timestep, so min_timestep = \(train.minTimestep) "
+                                           + "must be below train.max_timestep = \(high); lower min_timestep or raise max_timestep")
+        }
+        if ema.minDecay > ema.decay {
+            throw RecipeError.conflict(key: "ema.min_decay",
+                                       reason: "min_decay = \(formatNumber(ema.minDecay)) exceeds ema.decay = \(formatNumber(ema.decay)); "
+                                           + "the decay is clamped to min_decay...decay, so lower min_decay")
         }
         if validation.every > 0 && validation.prompts.isEmpty {
             throw RecipeError.conflict(key: "validation.every",

@@ -9,8 +9,18 @@ import KoalaTensor
 struct TrainingLoop {
     let recipe: TrainingRecipe
     let weights: any TrainedWeights
+    /// The average of `weights` when `ema.enabled`: updated after every `ema.update_every`-th
+    /// step, saved with each checkpoint and restored on resume.
+    let ema: EMAModel?
     /// What the loss is called in the error when it stops being finite.
     var lossName = "loss"
+
+    /// The EMA (when the recipe keeps one) starts from the weights as they are now.
+    init(recipe: TrainingRecipe, weights: any TrainedWeights) {
+        self.recipe = recipe
+        self.weights = weights
+        ema = recipe.ema.enabled ? recipe.ema.makeModel(parameters: weights.parameters) : nil
+    }
 
     /// Runs the loop to `train.max_steps`, writing checkpoints into `directory`.
     ///
@@ -54,7 +64,7 @@ struct TrainingLoop {
 
         if let resumeFrom {
             let (state, dir) = try TrainingCheckpointState.resume(from: resumeFrom, seed: recipe.train.seed, rng: recipe.train.rng.rawValue,
-                                                                  weights: weights, optimizer: optimizer)
+                                                                  weights: weights, optimizer: optimizer, ema: ema)
             for _ in 0..<(state.rngReplaySteps * accumulation) { skipMicroBatch() }
             start = state.step
             smoothed = state.smoothedLoss.map { $0 * state.smoothingWeight } ?? 0
@@ -82,6 +92,7 @@ struct TrainingLoop {
             let lr = schedule.learningRate(atStep: step)
             optimizer.step(params, rate: lr, maxGradNorm: recipe.optim.maxGradNorm)
             step += 1
+            if let ema, step % recipe.ema.updateEvery == 0 { ema.update(params) }
             lastLoss = stepLoss
             // Bias-corrected exponential average, so early values are not pulled toward 0.
             smoothed = smoothing * smoothed + (1 - smoothing) * stepLoss
@@ -121,7 +132,19 @@ struct TrainingLoop {
                       directory: URL) throws -> TrainingCheckpointState {
         var state = state
         let name = CheckpointName(step: state.step)
-        try weights.save(tag: name.tag, into: directory, state: &state)
+        if let ema, recipe.ema.useFor.forExport {
+            // The exported files hold the average; the raw weights, which training continues
+            // from, are kept beside them for resume.
+            state.rawWeightsFile = name.rawWeightsFile
+            try DurableWrite.file(directory.appendingPathComponent(name.rawWeightsFile)) { try RawWeights.save(weights.parameters, to: $0) }
+            try ema.withAveragedWeights(in: weights.parameters) { try weights.save(tag: name.tag, into: directory, state: &state) }
+        } else {
+            try weights.save(tag: name.tag, into: directory, state: &state)
+        }
+        if let ema {
+            state.emaFile = name.emaFile
+            try DurableWrite.file(directory.appendingPathComponent(name.emaFile)) { try ema.stateDict().save(to: $0.path) }
+        }
         state.optimizerFile = name.optimizerFile
         try DurableWrite.file(directory.appendingPathComponent(state.optimizerFile)) { try optimizer.stateDict().save(to: $0.path) }
         let encoder = JSONEncoder()
@@ -139,6 +162,34 @@ extension TrainingCheckpointFiles {
                   kohya: state.kohyaFile.map(directory.appendingPathComponent),
                   unet: state.unetFolder.map(directory.appendingPathComponent),
                   optimizerState: directory.appendingPathComponent(state.optimizerFile),
+                  ema: state.emaFile.map(directory.appendingPathComponent),
+                  rawWeights: state.rawWeightsFile.map(directory.appendingPathComponent),
                   state: directory.appendingPathComponent(CheckpointName(step: state.step).stateFile))
+    }
+}
+
+/// The trained weights as training continues from them, when a checkpoint's exported
+/// files hold their EMA instead (`ema.use_for`): `param.N` in the optimizer's order.
+enum RawWeights {
+    static func save(_ parameters: [Tensor], to url: URL) throws {
+        var tensors: [String: Tensor] = [:]
+        for (i, p) in parameters.enumerated() { tensors["param.\(i)"] = p }
+        try OptimizerState(tensors: tensors, metadata: ["raw_weights": "TrainedWeights", "param_count": String(parameters.count)])
+            .save(to: url.path)
+    }
+
+    /// Writes the saved values into `parameters`, after checking that the file holds them all.
+    static func load(_ url: URL, into parameters: [Tensor]) throws {
+        let st = try OptimizerState.load(from: url.path)
+        guard st.metadata["raw_weights"] == "TrainedWeights", try st.int("param_count") == parameters.count else {
+            throw TrainingError("\(url.path) does not hold the \(parameters.count) trained tensors of this run; resume from a checkpoint of this run")
+        }
+        let values = try parameters.indices.map { i in try st.tensor("param.\(i)", count: parameters[i].count) }
+        withExtendedLifetime(values) {
+            for (p, v) in zip(parameters, values) {
+                precondition(p.isContiguous, "trained parameters are updated in place")
+                p.data.update(from: v.data, count: p.count)
+            }
+        }
     }
 }

@@ -24,6 +24,8 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
     public var checkpoint = CheckpointSection()
     /// `[validation]`: sample images drawn while training.
     public var validation = ValidationSection()
+    /// `[ema]`: an exponential moving average of the trained weights.
+    public var ema = EMASection()
 
     /// A recipe with every default.
     public init() {}
@@ -192,6 +194,14 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
         public var predictionType: PredictionType?
         /// Min-SNR-gamma loss weighting (arXiv 2303.09556); nil turns it off.
         public var minSNRGamma: Double?
+        /// sd-scripts' `--debiased_estimation_loss`: each example's loss weighted by
+        /// 1/sqrt(SNR) (epsilon) or 1/(SNR + 1) (v), times the Min-SNR weight when both are on.
+        public var debiasedEstimation = false
+        /// Training timesteps are drawn uniformly from `minTimestep..<maxTimestep`
+        /// (sd-scripts' `--min_timestep`/`--max_timestep`).
+        public var minTimestep = 0
+        /// nil: the base model's `num_train_timesteps` (every timestep).
+        public var maxTimestep: Int?
         /// Noise offset (added per-channel constant noise); 0 turns it off.
         public var noiseOffset = 0.0
         /// Print progress every this many optimizer steps.
@@ -240,6 +250,50 @@ public struct TrainingRecipe: Codable, Sendable, Equatable {
         /// `prompts` with the subject's identifier token and class noun filled in.
         public func prompts(token: String, className: String) -> [String] {
             prompts.map { TrainingRecipe.fill($0, token: token, className: className) }
+        }
+    }
+
+    /// What the EMA weights are used for; the raw weights are always what training continues from.
+    public enum EMAUse: String, Codable, Sendable, CaseIterable {
+        /// The checkpoints' exported weights and the validation images.
+        case both
+        /// The checkpoints' exported weights (LoRA files, a full run's `unet` folder) only.
+        case export
+        /// The validation images only.
+        case validation
+        /// Neither: the EMA is only kept in the checkpoints (`ema-stepNNNNNN.safetensors`).
+        case none
+
+        /// Whether the checkpoints' exported weights are the average.
+        public var forExport: Bool { self == .both || self == .export }
+        /// Whether the validation images are drawn with the average.
+        public var forValidation: Bool { self == .both || self == .validation }
+    }
+
+    /// `[ema]` keys: diffusers' `EMAModel` arguments, plus how often and what for.
+    public struct EMASection: Codable, Sendable, Equatable {
+        /// Keep an EMA of the trained weights (LoRA adapters, or the U-Net of a full run).
+        public var enabled = false
+        /// The largest decay (diffusers' default 0.9999).
+        public var decay = 0.9999
+        /// The smallest decay once updates begin.
+        public var minDecay = 0.0
+        /// EMA updates (not steps) before the average starts moving: the decay is 0 until then.
+        public var updateAfterStep = 0
+        /// Decay `1 - (1 + k/inv_gamma)^-power` instead of `(1 + k)/(10 + k)`.
+        public var useEMAWarmup = false
+        public var invGamma = 1.0
+        public var power = 2.0 / 3.0
+        /// Update the average after every this many optimizer steps.
+        public var updateEvery = 1
+        public var useFor = EMAUse.both
+
+        public init() {}
+
+        /// The average over `parameters` as these settings describe it (before any update).
+        public func makeModel(parameters: [Tensor]) -> EMAModel {
+            EMAModel(parameters: parameters, decay: decay, minDecay: minDecay, updateAfterStep: updateAfterStep,
+                     useEMAWarmup: useEMAWarmup, invGamma: invGamma, power: power)
         }
     }
 
