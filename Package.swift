@@ -58,7 +58,8 @@ let package = Package(
         // Layer 4: subject store (SQLite via GRDB).
         .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")]),
         // Layer 5: the application layer: the use cases the CLI and the service both call.
-        .target(name: "KoalaApp", dependencies: ["KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor"]),
+        .target(name: "KoalaApp", dependencies: ["KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
+                                                 .product(name: "Crypto", package: "swift-crypto")]),
         // Layer 6: the command-line program (commands in a library so tests can reach them).
         .target(
             name: "KoalaCLI",
