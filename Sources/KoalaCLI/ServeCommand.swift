@@ -26,7 +26,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("model"), help: ArgumentHelp("A model clients may use, by name: NAME=DIR (a diffusers folder); repeatable.", valueName: "name=dir"))
     var models: [String] = []
 
-    @Option(help: ArgumentHelp("Folder of training recipes clients name (NAME.toml).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Folder of training recipes clients will name (NAME.toml), for the trainings endpoints still to come.", valueName: "dir"))
     var recipes = "recipes"
 
     @OptionGroup var global: GlobalOptions
