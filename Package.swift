@@ -25,6 +25,11 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // The HTTP service only (KoalaServer): the core libraries never depend on these.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // System library (Debian: libopenblas-dev). libjpeg and libpng are wrapped by the
@@ -58,12 +63,27 @@ let package = Package(
         // Layer 4: subject store (SQLite via GRDB).
         .target(name: "KoalaStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")]),
         // Layer 5: the application layer: the use cases the CLI and the service both call.
-        .target(name: "KoalaApp", dependencies: ["KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor"]),
+        .target(name: "KoalaApp", dependencies: ["KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
+                                                 .product(name: "Crypto", package: "swift-crypto")]),
+        // Layer 6: the HTTP service (`koalabooth serve`): routes, API-key auth and JSON over
+        // the application layer. Hummingbird's core product only (no TLS, HTTP/2 or client).
+        .target(
+            name: "KoalaServer",
+            dependencies: [
+                "KoalaApp", "KoalaStore", "KoalaModels",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("Resources")]
+        ),
         // Layer 6: the command-line program (commands in a library so tests can reach them).
         .target(
             name: "KoalaCLI",
             dependencies: [
-                "KoalaApp", "KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
+                "KoalaApp", "KoalaServer", "KoalaTraining", "KoalaStore", "KoalaDiffusion", "KoalaModels", "KoalaImageIO", "KoalaTensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,5 +102,8 @@ let package = Package(
         .testTarget(name: "KoalaStoreTests", dependencies: ["KoalaStore", "KoalaTestSupport"]),
         .testTarget(name: "KoalaAppTests", dependencies: ["KoalaApp", "KoalaTestSupport"]),
         .testTarget(name: "KoalaCLITests", dependencies: ["koalabooth", "KoalaCLI", "KoalaApp", "KoalaTestSupport"]),
+        // Over real HTTP on loopback (URLSession): no HTTP client package to build.
+        .testTarget(name: "KoalaServerTests", dependencies: ["KoalaServer", "KoalaApp", "KoalaStore", "KoalaImageIO", "KoalaTestSupport",
+                                                            .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -35,6 +35,11 @@ public struct SubjectDetail: Encodable, Sendable {
 /// The subject use cases: create, change, inspect and delete subjects and their photos.
 /// Input is checked whole before anything is stored; errors are `SubjectError` and
 /// `StoreError`; notices go to the `notify` the caller gives.
+///
+/// `owner`: the API key a request of the service carries. A key reaches only the
+/// subjects it created; any other subject, one made on the command line included, is
+/// `unknownSubject` to it, as if it did not exist (default deny). Nil (the command
+/// line, run by whoever owns the data directory) reaches every subject.
 public struct SubjectUseCases: Sendable {
     public let location: StoreLocation
 
@@ -66,7 +71,7 @@ public struct SubjectUseCases: Sendable {
         public var home: URL
     }
 
-    public func create(_ new: NewSubject, notify: (SubjectNotice) -> Void = { _ in }) throws -> Created {
+    public func create(_ new: NewSubject, owner: APIKey? = nil, notify: (SubjectNotice) -> Void = { _ in }) throws -> Created {
         try Subject.validate(name: new.name)
         try Subject.validate(token: new.token)
         try Subject.validate(classNoun: new.classNoun)
@@ -92,7 +97,7 @@ public struct SubjectUseCases: Sendable {
 
         let store = try location.open()
         let (subject, result) = try store.createSubject(name: new.name, token: new.token, classNoun: new.classNoun,
-                                                        notes: new.notes, photos: inputs)
+                                                        notes: new.notes, photos: inputs, ownerKeyID: owner?.id)
         for d in result.duplicates { notify(.skippedCopy(source: d.sourcePath, sameAs: d.sameAs)) }
         return Created(subject: subject, photos: result.added, home: store.home)
     }
@@ -105,10 +110,10 @@ public struct SubjectUseCases: Sendable {
     }
 
     /// Adds photos (all checked first; pictures the subject already has are skipped).
-    public func addPhotos(_ paths: [String], to name: String, minimumSide: Int = 256,
+    public func addPhotos(_ paths: [String], to name: String, minimumSide: Int = 256, owner: APIKey? = nil,
                           notify: (SubjectNotice) -> Void = { _ in }) throws -> PhotosAdded {
         let store = try requireStore(subject: name)
-        let subject = try store.requireSubject(named: name)
+        let subject = try store.requireSubject(named: name, visibleTo: owner)
         let inputs = try SubjectPhotos.validate(paths, minimumSide: minimumSide)
         let result = try store.addPhotos(inputs, toSubjectNamed: subject.name)
         for d in result.duplicates { notify(.skippedKnownPhoto(subject: subject.name, source: d.sourcePath, sameAs: d.sameAs)) }
@@ -127,9 +132,10 @@ public struct SubjectUseCases: Sendable {
 
     /// Removes the photo `query` names (a hash prefix or a file name). Refused when it
     /// would leave fewer than `PhotoLimits.minimum`, unless `allowBelowMinimum`.
-    public func removePhoto(of name: String, matching query: String, allowBelowMinimum: Bool = false) throws -> PhotoRemoved {
+    public func removePhoto(of name: String, matching query: String, allowBelowMinimum: Bool = false,
+                            owner: APIKey? = nil) throws -> PhotoRemoved {
         let store = try requireStore(subject: name)
-        let subject = try store.requireSubject(named: name)
+        let subject = try store.requireSubject(named: name, visibleTo: owner)
         let target = try store.findPhoto(subjectNamed: subject.name, matching: query)
         let remaining = try store.photos(subjectID: subject.id!).count - 1
         if remaining < PhotoLimits.minimum && !allowBelowMinimum {
@@ -140,23 +146,28 @@ public struct SubjectUseCases: Sendable {
     }
 
     /// Every subject with its counts; none when there is no data directory yet.
-    public func list() throws -> [SubjectSummary] {
-        try location.openExisting()?.subjects() ?? []
+    public func list(owner: APIKey? = nil) throws -> [SubjectSummary] {
+        guard let store = try location.openExisting() else { return [] }
+        guard let owner, let keyID = owner.id else { return try store.subjects() }
+        let owned = try store.subjectIDs(ownedBy: keyID)
+        return try store.subjects().filter { owned.contains($0.subject.id!) }
     }
 
     /// One subject with its photos, runs, checkpoints and its `generations` latest images.
-    public func show(_ name: String, generations: Int) throws -> (detail: SubjectDetail, directory: URL) {
+    public func show(_ name: String, generations: Int, owner: APIKey? = nil) throws -> (detail: SubjectDetail, directory: URL) {
         let store = try requireStore(subject: name)
-        let s = try store.requireSubject(named: name)
+        let s = try store.requireSubject(named: name, visibleTo: owner)
         let detail = SubjectDetail(subject: s, photos: try store.photos(subjectID: s.id!), runs: try store.runs(subjectID: s.id!),
                                    checkpoints: try store.checkpoints(subjectID: s.id!),
                                    generations: try store.generations(subjectID: s.id!, limit: max(0, generations)))
         return (detail, store.subjectDirectory(subjectID: s.id!))
     }
 
-    public func rename(_ old: String, to new: String) throws -> Subject {
+    public func rename(_ old: String, to new: String, owner: APIKey? = nil) throws -> Subject {
         try Subject.validate(name: new)
-        return try requireStore(subject: old).renameSubject(old, to: new)
+        let store = try requireStore(subject: old)
+        let s = try store.requireSubject(named: old, visibleTo: owner)
+        return try store.renameSubject(s.name, to: new)
     }
 
     /// What deleting `name` would remove, for a confirmation.
@@ -167,9 +178,9 @@ public struct SubjectUseCases: Sendable {
         public var generations: Int
     }
 
-    public func deletionPreview(_ name: String) throws -> DeletionPreview {
+    public func deletionPreview(_ name: String, owner: APIKey? = nil) throws -> DeletionPreview {
         let store = try requireStore(subject: name)
-        let s = try store.requireSubject(named: name)
+        let s = try store.requireSubject(named: name, visibleTo: owner)
         return DeletionPreview(subject: s, photos: try store.photos(subjectID: s.id!).count,
                                runs: try store.runs(subjectID: s.id!).count, generations: try store.generations(subjectID: s.id!).count)
     }
@@ -177,9 +188,9 @@ public struct SubjectUseCases: Sendable {
     /// Deletes the subject with its photos, runs, checkpoints and generated images;
     /// returns what it was.
     @discardableResult
-    public func delete(_ name: String) throws -> Subject {
+    public func delete(_ name: String, owner: APIKey? = nil) throws -> Subject {
         let store = try requireStore(subject: name)
-        let s = try store.requireSubject(named: name)
+        let s = try store.requireSubject(named: name, visibleTo: owner)
         try store.deleteSubject(named: s.name)
         return s
     }

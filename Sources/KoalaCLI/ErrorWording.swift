@@ -3,6 +3,7 @@ import Foundation
 import KoalaApp
 import KoalaDiffusion
 import KoalaModels
+import KoalaServer
 import KoalaStore
 import KoalaTraining
 
@@ -19,6 +20,7 @@ enum ErrorWording {
         case let e as DoctorError: return CLIError(text(e))
         case let e as ModelFolderError: return CLIError(text(e))
         case let e as DistillationError: return CLIError(text(e))
+        case let e as ServeError: return CLIError(ServeCommand.text(e))
         case RecipeError.override(let key, let inner): return CLIError("\(flag(overriding: key)): \(inner)")
         default: return error
         }

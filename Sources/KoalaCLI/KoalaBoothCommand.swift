@@ -8,7 +8,7 @@ public struct KoalaBoothCommand: ParsableCommand {
         abstract: "DreamBooth personalisation of KOALA-700M text-to-image models on the CPU.",
         discussion: "Models are diffusers folders (model_index.json, unet/, vae/, text_encoder/, …). Nothing is downloaded: supply real weights yourself, or make a tiny random model with `koalabooth model init --preset tiny`.",
         version: Product.version,
-        subcommands: [GenerateCommand.self, TrainCommand.self, DistillCommand.self, ModelCommand.self, SubjectCommand.self, RunsCommand.self, DoctorCommand.self]
+        subcommands: [GenerateCommand.self, TrainCommand.self, DistillCommand.self, ModelCommand.self, SubjectCommand.self, RunsCommand.self, DoctorCommand.self, KeysCommand.self, ServeCommand.self]
     )
 
     public init() {}

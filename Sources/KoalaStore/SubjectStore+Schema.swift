@@ -74,6 +74,22 @@ extension SubjectStore {
             }
             try db.execute(sql: "PRAGMA user_version = 1")
         }
+        // The service's API keys (only a hash of each secret), and which key made a
+        // subject: NULL for subjects made on the command line.
+        m.registerMigration("v2") { db in
+            try db.create(table: APIKey.databaseTableName) { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("name", .text).notNull().unique().collate(.nocase)
+                t.column("secret_sha256", .text).notNull().unique()
+                t.column("created_at", .datetime).notNull()
+                t.column("revoked_at", .datetime)
+            }
+            try db.alter(table: "subject") { t in
+                t.add(column: SubjectOwnership.column, .integer).references(APIKey.databaseTableName)
+            }
+            try db.create(index: "subject_on_\(SubjectOwnership.column)", on: "subject", columns: [SubjectOwnership.column])
+            try db.execute(sql: "PRAGMA user_version = 2")
+        }
         return m
     }
 }

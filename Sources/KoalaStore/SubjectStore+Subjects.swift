@@ -44,9 +44,10 @@ extension SubjectStore {
 
     /// Creates a subject and imports its photos, all or nothing. Duplicate inputs (same
     /// bytes) are stored once. Throws `duplicateName`, `invalidName`, `invalidToken`,
-    /// `fileUnreadable`, `fileOperationFailed`.
+    /// `fileUnreadable`, `fileOperationFailed`. `ownerKeyID`: the API key that makes it
+    /// (`SubjectOwnership`), nil on the command line.
     public func createSubject(name: String, token: String, classNoun: String, notes: String = "",
-                              photos: [PhotoInput]) throws -> (subject: Subject, photos: PhotoImport) {
+                              photos: [PhotoInput], ownerKeyID: Int64? = nil) throws -> (subject: Subject, photos: PhotoImport) {
         try Subject.validate(name: name)
         try Subject.validate(token: token)
         try Subject.validate(classNoun: classNoun)
@@ -64,6 +65,7 @@ extension SubjectStore {
                 } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
                     throw StoreError.duplicateName(name: name)
                 }
+                if let ownerKeyID { try SubjectOwnership.set(db, subjectID: subject.id!, keyID: ownerKeyID) }
                 let dir = subjectDirectory(subjectID: subject.id!)
                 if !FileManager.default.fileExists(atPath: dir.path) { createdDirectory = dir }
                 let result = try insertPhotos(db, staged, subjectID: subject.id!, moved: &moved)

@@ -27,7 +27,7 @@ public enum StoreStep: Sendable, Equatable {
 /// another): WAL lets readers run beside a writer, and writers wait for each other.
 public final class SubjectStore: Sendable {
     /// The newest schema this code reads and writes (`PRAGMA user_version`).
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
     public static let databaseFileName = "koalabooth.sqlite"
     public static let defaultHomeName = ".koalabooth"
     /// Environment variable naming the data directory.

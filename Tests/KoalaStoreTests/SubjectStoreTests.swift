@@ -57,7 +57,7 @@ final class SubjectStoreTests: StoreTestCase {
             for table in ["subject", "photo", "trainingRun", "checkpoint", "generation"] {
                 XCTAssertTrue(try db.tableExists(table), table)
             }
-            XCTAssertEqual(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"), ["v1"])
+            XCTAssertEqual(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"), ["v1", "v2"])
         }
         _ = try store.createSubject(name: "rex", token: "sks", classNoun: "dog", photos: try threePhotos())
         let again = try SubjectStore(home: nested)
