@@ -28,15 +28,7 @@ final class SubjectCLITests: XCTestCase {
 
     /// A photo made with the image encoders: a gradient that differs with `seed`.
     func photo(_ name: String, seed: Int, width: Int = 288, height: Int = 256) throws -> String {
-        var pixels = [UInt8](repeating: 0, count: width * height * 3)
-        for y in 0..<height {
-            for x in 0..<width {
-                let i = 3 * (y * width + x)
-                pixels[i] = UInt8(truncatingIfNeeded: x + 37 * seed)
-                pixels[i + 1] = UInt8(truncatingIfNeeded: y * 2 + 11 * seed)
-                pixels[i + 2] = UInt8(truncatingIfNeeded: (x ^ y) + seed)
-            }
-        }
+        let pixels = gradientPixels(seed: seed, width: width, height: height)
         let path = dir.appendingPathComponent(name).path
         let image = RGBImage(width: width, height: height, pixels: pixels)
         if name.hasSuffix(".png") { try image.writePNG(path: path) } else { try image.writeJPEG(path: path, quality: 90) }

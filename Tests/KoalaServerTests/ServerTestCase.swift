@@ -152,15 +152,7 @@ class ServerTestCase: XCTestCase {
     /// A gradient photo that differs with `seed`, encoded as the name's extension says
     /// (the subject CLI tests' photos).
     func photo(seed: Int, png: Bool = false, width: Int = 288, height: Int = 256) throws -> Data {
-        var pixels = [UInt8](repeating: 0, count: width * height * 3)
-        for y in 0..<height {
-            for x in 0..<width {
-                let i = 3 * (y * width + x)
-                pixels[i] = UInt8(truncatingIfNeeded: x + 37 * seed)
-                pixels[i + 1] = UInt8(truncatingIfNeeded: y * 2 + 11 * seed)
-                pixels[i + 2] = UInt8(truncatingIfNeeded: (x ^ y) + seed)
-            }
-        }
+        let pixels = gradientPixels(seed: seed, width: width, height: height)
         let path = root.appendingPathComponent("photo-\(UUID().uuidString).\(png ? "png" : "jpg")").path
         let image = RGBImage(width: width, height: height, pixels: pixels)
         if png { try image.writePNG(path: path) } else { try image.writeJPEG(path: path, quality: 90) }

@@ -121,3 +121,18 @@ public func assertImageMatches(_ pixels: [UInt8], _ expected: ArraySlice<Float>,
     XCTAssertLessThanOrEqual(worst, maxWorst, "worst pixel \(worst)/255 (mean \(mean)) \(message())", file: file, line: line)
     return (mean, worst)
 }
+
+/// RGB bytes of a gradient photo that differs with `seed` (the subject tests' photos,
+/// through the CLI and the HTTP API alike).
+public func gradientPixels(seed: Int, width: Int, height: Int) -> [UInt8] {
+    var pixels = [UInt8](repeating: 0, count: width * height * 3)
+    for y in 0..<height {
+        for x in 0..<width {
+            let i = 3 * (y * width + x)
+            pixels[i] = UInt8(truncatingIfNeeded: x + 37 * seed)
+            pixels[i + 1] = UInt8(truncatingIfNeeded: y * 2 + 11 * seed)
+            pixels[i + 2] = UInt8(truncatingIfNeeded: (x ^ y) + seed)
+        }
+    }
+    return pixels
+}
