@@ -45,6 +45,8 @@ public enum DistillationEvent: Sendable {
     case optimizerLoopStarting
     case step(DistillationProgress)
     case checkpointSaved(step: Int, folder: URL)
+    /// A `[validation]` image drawn with the student as it is after `step`.
+    case validationImage(step: Int, file: URL, prompt: String)
     case finished(out: URL, steps: Int, seconds: Double)
     /// `DistillationTrainer.relativeOutputMSE` on the held-out images, before training
     /// (or resuming) and after.
@@ -104,6 +106,8 @@ public struct DistillationRunner: Sendable {
         // What a killed run left half-written of the run folder or the output.
         DurableWrite.removeLeftovers(of: runDir)
         DurableWrite.removeLeftovers(of: out)
+        let validationDir = runDir.appendingPathComponent("validation")
+        DurableWrite.removeLeftovers(in: validationDir)
         let recipeURL = runDir.appendingPathComponent(Self.recipeFile), studentURL = runDir.appendingPathComponent(Self.studentFile)
         let resumeFrom: URL?
         if resume {
@@ -144,13 +148,17 @@ public struct DistillationRunner: Sendable {
                                                      pipeline: pipeline) { events(.encoded(done: $0, total: folder.items.count)) }
             let examples = Array(all.dropLast(request.holdout))
             heldOut = Array(all.suffix(request.holdout))
+            let v = recipe.training.validation
+            let validator = v.prompts.isEmpty ? nil
+                : try ValidationSampler(recipe: recipe.training, texts: ValidationTexts(prompts: v.prompts, negativePrompt: v.negativePrompt),
+                                        pipeline: pipeline)
             // The teacher only runs forward: bf16 where the run computes in it.
             if Precision.compute == .bf16 { _ = pipeline.unet.holdFrozenGEMMWeightsInBF16() }
             trainer = try DistillationTrainer(recipe: recipe, student: student, studentConfigJSON: studentConfigJSON,
                                               teacher: pipeline.unet, noiseSchedule: NoiseSchedule(config: pipeline.schedulerConfig),
                                               predictionType: recipe.training.train.predictionType ?? pipeline.schedulerConfig.predictionType,
-                                              examples: examples)
-        }  // the VAE and text encoders are released here: only the two U-Nets train
+                                              examples: examples, validator: validator)
+        }  // the VAE encoder and text encoders are released here: only the two U-Nets train
         let samples = 4 * max(request.holdout, 4)
         let gapBefore = heldOut.isEmpty ? nil : trainer.relativeOutputMSE(on: heldOut, count: samples)
         events(.optimizerLoopStarting)
@@ -160,6 +168,14 @@ public struct DistillationRunner: Sendable {
             state = try trainer.train(directory: runDir, resumeFrom: resumeFrom,
                                       progress: { events(.step($0)) },
                                       checkpointSaved: { files in events(.checkpointSaved(step: files.step, folder: files.unet!)) },
+                                      validationImage: { image in
+                                          // Redrawn by the teacher's pipeline with the student's U-Net of that step.
+                                          let unet = runDir.appendingPathComponent(FullUNetWeights.folderName(CheckpointName(step: image.step).tag))
+                                          let file = try ValidationImageFile.write(image, in: validationDir, model: request.teacherPath,
+                                                                                   chunks: ["unet": unet.path])
+                                          events(.validationImage(step: image.step, file: file, prompt: image.parameters.prompt))
+                                      },
+                                      validationRecorded: { ValidationImageFile.allWritten($0, in: validationDir) },
                                       shouldStop: { cancellation.isCancelled })
         } catch let stop as TrainingInterrupted {
             events(.interrupted(step: stop.step))

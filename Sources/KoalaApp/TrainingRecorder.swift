@@ -1,6 +1,5 @@
 import Foundation
 import KoalaDiffusion
-import KoalaImageIO
 import KoalaStore
 import KoalaTraining
 
@@ -57,13 +56,10 @@ final class TrainingRecorder {
     /// step) and records it as a generation of the subject (again, when a resumed run
     /// redraws it: the row of its path is updated).
     func validationImage(_ image: ValidationImage) throws {
-        try FileManager.default.createDirectory(at: validationDirectory, withIntermediateDirectories: true)
-        let url = validationDirectory.appendingPathComponent(image.fileName)
         let p = image.parameters
-        let rgb = RGBImage(planarFloats: image.pixels, width: image.width, height: image.height)
-        let png = try PNGCodec.encode(rgb, text: Self.textChunks(image, model: modelPath, subject: subject.name, runID: runID,
-                                                                 loras: try checkpointLoRA(step: image.step).map { [$0] } ?? []))
-        try DurableWrite.file(url) { try Data(png).write(to: $0) }
+        let url = try ValidationImageFile.write(image, in: validationDirectory, model: modelPath,
+                                                loras: try checkpointLoRA(step: image.step).map { [$0] } ?? [],
+                                                chunks: ["subject": subject.name, "run": "\(runID)"])
         let generation = Generation(subjectId: subject.id!, runId: runID, checkpointId: checkpointIDs[image.step],
                                     prompt: p.prompt, negativePrompt: p.negativePrompt ?? "", seed: Int64(bitPattern: p.seed),
                                     steps: p.steps, scheduler: p.scheduler.rawValue, guidanceScale: Double(p.guidance),
@@ -74,9 +70,8 @@ final class TrainingRecorder {
 
     /// Whether the validation images of these names are on disk and recorded.
     func validationRecorded(_ names: [String]) -> Bool {
-        names.allSatisfy { name in
-            let url = validationDirectory.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: url.path), let path = try? store.relativePath(of: url) else { return false }
+        ValidationImageFile.allWritten(names, in: validationDirectory) && names.allSatisfy { name in
+            guard let path = try? store.relativePath(of: validationDirectory.appendingPathComponent(name)) else { return false }
             return (try? store.generation(imagePath: path)) != nil
         }
     }
@@ -87,20 +82,5 @@ final class TrainingRecorder {
     private func checkpointLoRA(step: Int) throws -> Infotext.LoRA? {
         guard let c = try store.checkpoints(runID: runID).first(where: { $0.step == step }), c.kind == .lora else { return nil }
         return .file(store.url(forRelativePath: c.path).path, scale: 1)
-    }
-
-    /// The keys `generate` writes (A1111's `parameters` naming `loras`), plus `run` and `step`.
-    static func textChunks(_ image: ValidationImage, model: String, subject: String, runID: Int64,
-                           loras: [Infotext.LoRA] = []) -> [(key: String, value: String)] {
-        let p = image.parameters
-        var m = p.textChunks(width: image.width, height: image.height, model: model, base: image.schedulerConfig)
-        var info = Infotext(parameters: p, schedulerConfig: image.schedulerConfig, width: image.width, height: image.height, modelPath: model)
-        info.loras = loras
-        m["parameters"] = info.text
-        m["subject"] = subject
-        m["run"] = "\(runID)"
-        m["step"] = "\(image.step)"
-        if p.count > 1 { m["index"] = "\(image.imageIndex + 1) of \(p.count)" }
-        return m.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
     }
 }

@@ -74,6 +74,8 @@ struct DistillCommand: ParsableCommand {
                       + " eta \(Output.duration(t.etaSeconds)) peak-rss \(TrainCommand.megabytes(t.peakRSSBytes))")
             case .checkpointSaved(let step, let folder):
                 print("checkpoint step \(step): \(folder.path)")
+            case .validationImage(let step, let file, let prompt):
+                print("validation step \(step): \(file.path) \"\(prompt)\"")
             case .finished(let out, let steps, let seconds):
                 print("distilled \(steps) steps in \(Output.duration(seconds)): \(out.path) (checkpoints stay in \(request.runDirectory.path))")
             case .outputGap(let before, let after, let images, let samples):

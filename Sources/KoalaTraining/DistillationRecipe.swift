@@ -6,9 +6,10 @@ import TOMLKit
 /// the student matches of the teacher and how strongly — and the tables a DreamBooth
 /// recipe has, read by `TrainingRecipe`'s own reader and rules: `[data]` (only
 /// `resolution`: captions come with the images), `[model]` (gradient_checkpointing,
-/// precision; the whole student is trained), `[optim]`, `[train]`, `[checkpoint]`. There
-/// are no class images (`[prior]`) and no validation images yet (`[validation]`); both
-/// tables are refused rather than ignored. Every key is in recipes/README.md.
+/// precision; the whole student is trained), `[optim]`, `[train]`, `[checkpoint]`,
+/// `[ema]`, `[validation]` (drawn with the student; there is no subject, so its prompts
+/// take no `{token}`/`{class}`). There are no class images: `[prior]` is refused rather
+/// than ignored. Every key is in recipes/README.md.
 public struct DistillationRecipe: Sendable, Equatable {
     /// `[distill]`.
     public var distill = DistillSection()
@@ -62,9 +63,6 @@ public struct DistillationRecipe: Sendable, Equatable {
         if let d = root["data"]?.table, let other = d.keys.sorted().first(where: { $0 != "resolution" }) {
             throw RecipeError.unknownKey(key: "data.\(other)", allowed: ["resolution"], suggestion: nil)
         }
-        if let v = root["validation"] {
-            throw RecipeError.conflict(key: "validation", reason: "distill does not draw validation images yet (\(v.type) given); remove the [validation] table")
-        }
         // The other tables go through TrainingRecipe's reader: the same keys, types,
         // ranges and messages as a DreamBooth recipe.
         let rest = TOMLTable()
@@ -82,6 +80,11 @@ public struct DistillationRecipe: Sendable, Equatable {
         if let key = [("min_timestep", t.minTimestep != 0), ("max_timestep", t.maxTimestep != nil),
                       ("debiased_estimation", t.debiasedEstimation)].first(where: \.1)?.0 {
             throw RecipeError.conflict(key: "train.\(key)", reason: "distillation draws every timestep with unweighted losses; remove the key")
+        }
+        let v = r.training.validation
+        for (key, text) in v.prompts.map({ ("validation.prompts", $0) }) + (v.negativePrompt.map { [("validation.negative_prompt", $0)] } ?? [])
+        where text.contains("{token}") || text.contains("{class}") {
+            throw RecipeError.conflict(key: key, reason: "distillation has no subject to fill {token} or {class} in \"\(text)\"; write the prompt out")
         }
 
         if let v = root["distill"] {

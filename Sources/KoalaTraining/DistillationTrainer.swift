@@ -39,13 +39,17 @@ public final class DistillationTrainer {
     public let loss: DistillationLoss
     public let noiseSchedule: NoiseSchedule
     public let predictionType: PredictionType
+    /// Draws the `[validation]` images with the student; nil without validation prompts.
+    public let validator: ValidationSampler?
     let examples: [DistillationExample]
     let weights: FullUNetWeights
 
-    /// - Parameter studentConfigJSON: the student's `config.json`, written into every checkpoint.
+    /// - Parameters:
+    ///   - studentConfigJSON: the student's `config.json`, written into every checkpoint.
+    ///   - validator: made with the teacher pipeline (its text encoders and VAE decoder).
     public init(recipe: DistillationRecipe, student: UNet2DConditionModel, studentConfigJSON: Data,
                 teacher: UNet2DConditionModel, noiseSchedule: NoiseSchedule, predictionType: PredictionType,
-                examples: [DistillationExample]) throws {
+                examples: [DistillationExample], validator: ValidationSampler? = nil) throws {
         guard !examples.isEmpty else { throw TrainingError("no distillation examples were given") }
         guard predictionType != .sample else {
             throw TrainingError("prediction_type \"sample\" cannot be distilled here; use epsilon or v_prediction")
@@ -56,6 +60,7 @@ public final class DistillationTrainer {
         self.noiseSchedule = noiseSchedule
         self.predictionType = predictionType
         self.examples = examples
+        self.validator = validator
         loss = try DistillationLoss(student: student, teacher: teacher, mode: recipe.distill.features,
                                     mapping: recipe.distill.mapping, weights: recipe.distill.weights)
         teacher.setRequiresGrad(false)
@@ -133,12 +138,15 @@ public final class DistillationTrainer {
     }
 
     /// Runs the optimizer loop to `train.max_steps`, writing checkpoints into `directory`
-    /// (resuming after the step of `resumeFrom`, a checkpoint's state JSON).
+    /// (resuming after the step of `resumeFrom`, a checkpoint's state JSON); the
+    /// validation images and their callbacks as `DreamBoothTrainer.train`'s.
     /// - Returns: the state of the last checkpoint.
     @discardableResult
     public func train(directory: URL, resumeFrom: URL? = nil,
                       progress: (DistillationProgress) throws -> Void = { _ in },
                       checkpointSaved: (TrainingCheckpointFiles) throws -> Void = { _ in },
+                      validationImage: (ValidationImage) throws -> Void = { _ in },
+                      validationRecorded: ([String]) -> Bool = { _ in false },
                       shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
         let accumulation = Double(recipe.training.train.gradientAccumulation)
         var r = makeRandomness()
@@ -158,6 +166,9 @@ public final class DistillationTrainer {
             },
             skipMicroBatch: { _ = draw(&r) },
             progress: { try progress(DistillationProgress(training: $0, task: task, output: output, feature: feature)) },
-            checkpointSaved: checkpointSaved, checkpointExpired: CheckpointRetention.deleteFiles, shouldStop: shouldStop)
+            checkpointSaved: checkpointSaved, checkpointExpired: CheckpointRetention.deleteFiles,
+            validator: validator, drawValidation: { try validator!.draw(unet: student, step: $0, validationImage) },
+            validationRecorded: validationRecorded,
+            shouldStop: shouldStop)
     }
 }

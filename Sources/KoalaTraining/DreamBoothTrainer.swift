@@ -408,7 +408,6 @@ public final class DreamBoothTrainer {
                       validationImage: (ValidationImage) throws -> Void = { _ in },
                       validationRecorded: ([String]) -> Bool = { _ in false },
                       shouldStop: () -> Bool = { false }) throws -> TrainingCheckpointState {
-        let total = recipe.train.maxSteps
         var r = makeRandomness()
         weights.training = true
         let loop = TrainingLoop(recipe: recipe, weights: weights)
@@ -417,30 +416,16 @@ public final class DreamBoothTrainer {
             directory: directory, resumeFrom: resumeFrom,
             microBatchLoss: { _ in loss(drawMicroBatch(&r)) }, skipMicroBatch: { _ = drawMicroBatch(&r) },
             progress: progress, checkpointSaved: checkpointSaved, checkpointExpired: checkpointExpired,
-            resumed: { step in
-                if let validator, validator.isDue(step: step, totalSteps: total), !validationRecorded(validator.fileNames(step: step)) {
-                    try drawValidation(step: step, validationImage)
-                }
-            },
-            stepEnded: { step in
-                if let validator, validator.isDue(step: step, totalSteps: total) { try drawValidation(step: step, validationImage) }
-            },
+            validator: validator, drawValidation: { try draw(validator!, step: $0, validationImage) },
+            validationRecorded: validationRecorded,
             shouldStop: shouldStop)
         weights.training = false
         return state
     }
 
-    /// Draws the validation images with the weights as trained so far (dropout off), or
-    /// their EMA while `train` runs with `ema.use_for` = "validation" or "both" (the trained
-    /// weights are put back after); trained text encoders encode the prompts anew.
-    public func drawValidation(step: Int, _ body: (ValidationImage) throws -> Void) throws {
-        guard let validator else { return }
-        if let ema, recipe.ema.useFor.forValidation {
-            return try ema.withAveragedWeights(in: weights.parameters) { try draw(validator, step: step, body) }
-        }
-        try draw(validator, step: step, body)
-    }
-
+    /// Draws the validation images with the weights as trained so far (dropout off;
+    /// `TrainingLoop` swaps in their EMA when asked); trained text encoders encode the
+    /// prompts anew.
     private func draw(_ validator: ValidationSampler, step: Int, _ body: (ValidationImage) throws -> Void) throws {
         let wasTraining = weights.training
         weights.training = false

@@ -29,16 +29,17 @@ struct TrainingLoop {
     ///     and returns its loss, not yet scaled for accumulation.
     ///   - skipMicroBatch: draws one micro-batch and drops it: on resume the random
     ///     streams are replayed this way, so the draws after the checkpoint are exact.
-    ///   - resumed: called with the step resumed at, after its checkpoint was finished again.
-    ///   - stepEnded: called after each step the loop goes on from (after its checkpoint).
+    ///   - validator, drawValidation: the run's `[validation]` images, drawn (and handed
+    ///     over) by `drawValidation` after each step `validator` has them due (after its
+    ///     checkpoint), and again for the step resumed at unless `validationRecorded`.
     ///   - The others: as `DreamBoothTrainer.train`.
     func run(directory: URL, resumeFrom: URL?,
              microBatchLoss: (_ index: Int) -> Tensor, skipMicroBatch: () -> Void,
              progress: (TrainingProgress) throws -> Void,
              checkpointSaved: (TrainingCheckpointFiles) throws -> Void,
              checkpointExpired: (ExpiredCheckpoint) throws -> Void,
-             resumed: (Int) throws -> Void = { _ in },
-             stepEnded: (Int) throws -> Void = { _ in },
+             validator: ValidationSampler? = nil, drawValidation: (_ step: Int) throws -> Void = { _ in },
+             validationRecorded: ([String]) -> Bool = { _ in false },
              shouldStop: () -> Bool) throws -> TrainingCheckpointState {
         let total = recipe.train.maxSteps
         let accumulation = recipe.train.gradientAccumulation
@@ -55,6 +56,16 @@ struct TrainingLoop {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         DurableWrite.removeLeftovers(in: directory)
         // Writes the checkpoint's store record and retires older checkpoints.
+        // With the EMA swapped in when `ema.use_for` asks for it.
+        func validate(_ step: Int, resumed: Bool) throws {
+            guard let validator, validator.isDue(step: step, totalSteps: total),
+                  !(resumed && validationRecorded(validator.fileNames(step: step))) else { return }
+            if let ema, recipe.ema.useFor.forValidation {
+                try ema.withAveragedWeights(in: params) { try drawValidation(step) }
+            } else {
+                try drawValidation(step)
+            }
+        }
         func finish(_ files: TrainingCheckpointFiles) throws {
             try checkpointSaved(files)
             if let keep = recipe.checkpoint.keepLast {
@@ -74,7 +85,7 @@ struct TrainingLoop {
             last = state
             // Its files loaded, so they are whole: finish the step they were saved at.
             try finish(TrainingCheckpointFiles(state: state, in: dir))
-            try resumed(start)
+            try validate(start, resumed: true)
         }
 
         let began = Date()
@@ -117,7 +128,7 @@ struct TrainingLoop {
                 try finish(TrainingCheckpointFiles(state: saved, in: directory))
             }
             if stopping { throw TrainingInterrupted(step: step) }
-            try stepEnded(step)
+            try validate(step, resumed: false)
         }
         if let last { return last }
         // max_steps = 0: nothing trained, nothing saved.

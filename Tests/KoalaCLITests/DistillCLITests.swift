@@ -46,6 +46,7 @@ final class DistillCLITests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("encoded 2/2 captioned images"), r.stdout)
         XCTAssertTrue(r.stdout.contains("step 8/8 loss"), r.stdout)
         XCTAssertTrue(r.stdout.contains("checkpoint step 4:"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("validation step 4: \(out).run/validation/step000004-p1-1.png \"a photo of a red cube\""), r.stdout)
         XCTAssertTrue(r.stdout.contains("distilled 8 steps"), r.stdout)
 
         let again = try CLI.run(args + ["--recipe", Self.recipe])
@@ -60,6 +61,18 @@ final class DistillCLITests: XCTestCase {
                              "--output", png])
         XCTAssertEqual(g.status, 0, g.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: png))
+
+        // The last validation image is what `generate` draws with the output and the
+        // image's parameters, and its chunks say which student U-Net drew it.
+        let validation = out + ".run/validation/step000008-p1-1.png"
+        let chunks = try PNGCodec.readText(path: validation)
+        XCTAssertEqual(chunks.first { $0.key == "unet" }?.value, out + ".run/unet-step000008")
+        XCTAssertEqual(chunks.first { $0.key == "step" }?.value, "8")
+        let redraw = dir.appendingPathComponent("redraw.png").path
+        let same = try CLI.run(["generate", "--model", out, "--prompt", "a photo of a red cube", "--steps", "4", "--width", "64",
+                                "--height", "64", "--seed", "0", "--rng", "native", "--output", redraw])
+        XCTAssertEqual(same.status, 0, same.stderr)
+        XCTAssertEqual(try RGBImage.load(path: validation).pixels, try RGBImage.load(path: redraw).pixels)
     }
 
     /// SIGKILL at every durable write of a run (`KOALABOOTH_FAULT_KILL_AT_WRITE`), then the
@@ -74,7 +87,7 @@ final class DistillCLITests: XCTestCase {
         let counted = try CLI.run(args(reference), environment: ["KOALABOOTH_FAULT_KILL_AT_WRITE": "0"])
         XCTAssertEqual(counted.status, 0, counted.stderr)
         let points = counted.stderr.split(separator: "\n").filter { $0.hasPrefix("fault point ") }
-        XCTAssertEqual(points.count, 8, "\(points)")  // run folder; 2 x (unet, optimizer, state); output
+        XCTAssertEqual(points.count, 10, "\(points)")  // run folder; 2 x (unet, optimizer, state, validation image); output
         let expected = try SafeTensorsFile(path: reference + "/unet/diffusion_pytorch_model.safetensors")
 
         let runs = concurrently(points.count, width: 4) { i in

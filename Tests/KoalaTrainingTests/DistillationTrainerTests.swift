@@ -134,7 +134,9 @@ final class DistillationRecipeTests: XCTestCase {
         XCTAssertTrue(error("[model]\ntrain = \"lora\"").contains("model.train: distillation trains the whole student"))
         XCTAssertTrue(error("[prior]\nenabled = false").contains("prior: distillation has no class images"))
         XCTAssertTrue(error("[data]\ninstance_prompt = \"x\"").contains("unknown key 'data.instance_prompt'"))
-        XCTAssertTrue(error("[validation]\nprompts = [\"a\"]").contains("validation: distill does not draw validation images yet"))
+        XCTAssertTrue(error("[validation]\nprompts = [\"a {token} dog\"]").contains("validation.prompts: distillation has no subject to fill {token} or {class} in \"a {token} dog\""))
+        XCTAssertTrue(error("[validation]\nprompts = [\"a\"]\nnegative_prompt = \"{class}\"").contains("validation.negative_prompt: distillation has no subject"))
+        XCTAssertEqual(error("[validation]\nprompts = [\"a red cube\"]\nevery = 2"), "no error")
         XCTAssertTrue(error("[optim]\nlearning_rate = 0").contains("optim.learning_rate must be > 0"), error("[optim]\nlearning_rate = 0"))
     }
 }
