@@ -22,14 +22,6 @@ public struct SubjectDetail: Encodable, Sendable {
     public var runs: [TrainingRun]
     public var checkpoints: [Checkpoint]
     public var generations: [Generation]
-
-    public init(subject: Subject, photos: [Photo], runs: [TrainingRun], checkpoints: [Checkpoint], generations: [Generation]) {
-        self.subject = subject
-        self.photos = photos
-        self.runs = runs
-        self.checkpoints = checkpoints
-        self.generations = generations
-    }
 }
 
 /// The subject use cases: create, change, inspect and delete subjects and their photos.
@@ -69,6 +61,11 @@ public struct SubjectUseCases: Sendable {
         public var photos: [Photo]
         /// The data directory it was stored in.
         public var home: URL
+
+        /// As `show` reports it: a new subject has no runs or images yet.
+        public var detail: SubjectDetail {
+            SubjectDetail(subject: subject, photos: photos, runs: [], checkpoints: [], generations: [])
+        }
     }
 
     public func create(_ new: NewSubject, owner: APIKey? = nil, notify: (SubjectNotice) -> Void = { _ in }) throws -> Created {

@@ -80,7 +80,7 @@ struct SubjectCreate: ParsableCommand {
         new.allowCommonWord = force
         let created = try SubjectUseCases(location: global.location).create(new, notify: printNotice)
         if json {
-            try Output.json(SubjectDetail(subject: created.subject, photos: created.photos, runs: [], checkpoints: [], generations: []))
+            try Output.json(created.detail)
             return
         }
         print("Created subject \(created.subject.name) (\"\(created.subject.instancePhrase)\") with \(created.photos.count) photos in \(created.home.path).")

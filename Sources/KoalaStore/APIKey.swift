@@ -13,16 +13,8 @@ public struct APIKey: Codable, Sendable, Equatable, FetchableRecord, MutablePers
     public var name: String
     /// Lowercase hex SHA-256 of the whole secret ("kb_…").
     public var secretSHA256: String
-    public var createdAt: Date
+    public var createdAt = Date()
     public var revokedAt: Date?
-
-    public init(id: Int64? = nil, name: String, secretSHA256: String, createdAt: Date = Date(), revokedAt: Date? = nil) {
-        self.id = id
-        self.name = name
-        self.secretSHA256 = secretSHA256
-        self.createdAt = createdAt
-        self.revokedAt = revokedAt
-    }
 
     enum CodingKeys: String, CodingKey {
         case id, name
@@ -31,11 +23,7 @@ public struct APIKey: Codable, Sendable, Equatable, FetchableRecord, MutablePers
         case revokedAt = "revoked_at"
     }
 
-    public enum Columns {
-        public static let name = Column(CodingKeys.name)
-        public static let secretSHA256 = Column(CodingKeys.secretSHA256)
-        public static let revokedAt = Column(CodingKeys.revokedAt)
-    }
+    public enum Columns: String, ColumnExpression { case name, secretSHA256 = "secret_sha256", revokedAt = "revoked_at" }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 

@@ -18,26 +18,9 @@ public struct Checkpoint: Codable, Sendable, Equatable, FetchableRecord, Mutable
     public var path: String
     public var sha256: String
     public var byteCount: Int
-    public var createdAt: Date
+    public var createdAt = Date()
 
-    public init(id: Int64? = nil, runId: Int64, step: Int, kind: CheckpointKind, path: String,
-                sha256: String, byteCount: Int, createdAt: Date = Date()) {
-        self.id = id
-        self.runId = runId
-        self.step = step
-        self.kind = kind
-        self.path = path
-        self.sha256 = sha256
-        self.byteCount = byteCount
-        self.createdAt = createdAt
-    }
-
-    public enum Columns {
-        public static let id = Column(CodingKeys.id)
-        public static let runId = Column(CodingKeys.runId)
-        public static let step = Column(CodingKeys.step)
-        public static let kind = Column(CodingKeys.kind)
-    }
+    public enum Columns: String, ColumnExpression { case id, runId, step, kind }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }

@@ -42,12 +42,7 @@ public struct Generation: Codable, Sendable, Equatable, FetchableRecord, Mutable
         self.createdAt = createdAt
     }
 
-    public enum Columns {
-        public static let id = Column(CodingKeys.id)
-        public static let subjectId = Column(CodingKeys.subjectId)
-        public static let createdAt = Column(CodingKeys.createdAt)
-        public static let imagePath = Column(CodingKeys.imagePath)
-    }
+    public enum Columns: String, ColumnExpression { case id, subjectId, createdAt, imagePath }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }

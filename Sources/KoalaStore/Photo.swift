@@ -17,27 +17,9 @@ public struct Photo: Codable, Sendable, Equatable, FetchableRecord, MutablePersi
     public var byteCount: Int
     public var width: Int
     public var height: Int
-    public var addedAt: Date
+    public var addedAt = Date()
 
-    public init(id: Int64? = nil, subjectId: Int64, sha256: String, originalName: String, path: String,
-                byteCount: Int, width: Int, height: Int, addedAt: Date = Date()) {
-        self.id = id
-        self.subjectId = subjectId
-        self.sha256 = sha256
-        self.originalName = originalName
-        self.path = path
-        self.byteCount = byteCount
-        self.width = width
-        self.height = height
-        self.addedAt = addedAt
-    }
-
-    public enum Columns {
-        public static let id = Column(CodingKeys.id)
-        public static let subjectId = Column(CodingKeys.subjectId)
-        public static let sha256 = Column(CodingKeys.sha256)
-        public static let addedAt = Column(CodingKeys.addedAt)
-    }
+    public enum Columns: String, ColumnExpression { case id, subjectId, sha256, addedAt }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }

@@ -14,29 +14,14 @@ public struct Subject: Codable, Sendable, Equatable, FetchableRecord, MutablePer
     public var token: String
     /// What the subject is ("dog"); used for the instance and class prompts.
     public var classNoun: String
-    public var notes: String
-    public var createdAt: Date
-    public var updatedAt: Date
-
-    public init(id: Int64? = nil, name: String, token: String, classNoun: String, notes: String = "",
-                createdAt: Date = Date(), updatedAt: Date? = nil) {
-        self.id = id
-        self.name = name
-        self.token = token
-        self.classNoun = classNoun
-        self.notes = notes
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt ?? createdAt
-    }
+    public var notes = ""
+    public var createdAt = Date()
+    public var updatedAt = Date()
 
     /// "sks dog": how prompts name this subject.
     public var instancePhrase: String { "\(token) \(classNoun)" }
 
-    public enum Columns {
-        public static let id = Column(CodingKeys.id)
-        public static let name = Column(CodingKeys.name)
-        public static let createdAt = Column(CodingKeys.createdAt)
-    }
+    public enum Columns: String, ColumnExpression { case id, name, createdAt }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 

@@ -60,6 +60,7 @@ extension SubjectStore {
         do {
             return try write { db in
                 var subject = Subject(name: name, token: token, classNoun: classNoun, notes: notes)
+                subject.updatedAt = subject.createdAt
                 do {
                     try subject.insert(db)
                 } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {

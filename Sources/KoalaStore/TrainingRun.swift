@@ -53,12 +53,7 @@ public struct TrainingRun: Codable, Sendable, Equatable, FetchableRecord, Mutabl
         self.errorMessage = errorMessage
     }
 
-    public enum Columns {
-        public static let id = Column(CodingKeys.id)
-        public static let subjectId = Column(CodingKeys.subjectId)
-        public static let status = Column(CodingKeys.status)
-        public static let createdAt = Column(CodingKeys.createdAt)
-    }
+    public enum Columns: String, ColumnExpression { case id, subjectId, status, createdAt }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 

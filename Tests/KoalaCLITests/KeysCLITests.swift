@@ -16,6 +16,15 @@ final class KeysCLITests: XCTestCase {
     @discardableResult
     func kb(_ args: String...) throws -> CLIResult { try CLI.run(args + ["--home", home.path]) }
 
+    /// Runs `args` (with --home) and checks that it fails saying `message`.
+    @discardableResult
+    func assertRefused(_ args: String..., says message: String, file: StaticString = #filePath, line: UInt = #line) throws -> CLIResult {
+        let r = try CLI.run(args + ["--home", home.path])
+        XCTAssertNotEqual(r.status, 0, file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(message), r.stderr, file: file, line: line)
+        return r
+    }
+
     func testCreateListRevoke() throws {
         let made = try kb("keys", "create", "phone-app")
         XCTAssertEqual(made.status, 0, made.stderr)
@@ -48,44 +57,28 @@ final class KeysCLITests: XCTestCase {
 
     func testKeyErrors() throws {
         try kb("keys", "create", "app")
-        let duplicate = try kb("keys", "create", "APP")
-        XCTAssertNotEqual(duplicate.status, 0)
-        XCTAssertTrue(duplicate.stderr.contains("an API key named APP already exists"), duplicate.stderr)
-        let invalid = try kb("keys", "create", "my app")
-        XCTAssertNotEqual(invalid.status, 0)
-        XCTAssertTrue(invalid.stderr.contains("invalid API key name 'my app'"), invalid.stderr)
-        let unknown = try kb("keys", "revoke", "nobody")
-        XCTAssertNotEqual(unknown.status, 0)
-        XCTAssertTrue(unknown.stderr.contains("no API key named nobody"), unknown.stderr)
+        try assertRefused("keys", "create", "APP", says: "an API key named APP already exists")
+        try assertRefused("keys", "create", "my app", says: "invalid API key name 'my app'")
+        try assertRefused("keys", "revoke", "nobody", says: "no API key named nobody")
         let empty = try CLI.run(["keys", "list", "--home", dir.appendingPathComponent("fresh").path])
         XCTAssertEqual(empty.status, 0)
         XCTAssertTrue(empty.stdout.contains("koalabooth keys create NAME"), empty.stdout)
     }
 
     func testServeRefusesAPublicAddressWithoutAKey() throws {
-        let r = try kb("serve", "--host", "0.0.0.0", "--port", "0")
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("refusing to listen on 0.0.0.0"), r.stderr)
+        let r = try assertRefused("serve", "--host", "0.0.0.0", "--port", "0", says: "refusing to listen on 0.0.0.0")
         XCTAssertTrue(r.stderr.contains("koalabooth keys create NAME"), r.stderr)
         XCTAssertFalse(r.stdout.contains("listening"), r.stdout)
         // A revoked key does not count.
         try kb("keys", "create", "old")
         try kb("keys", "revoke", "old")
-        let again = try kb("serve", "--host", "0.0.0.0", "--port", "0")
-        XCTAssertNotEqual(again.status, 0)
-        XCTAssertTrue(again.stderr.contains("refusing to listen"), again.stderr)
+        try assertRefused("serve", "--host", "0.0.0.0", "--port", "0", says: "refusing to listen")
     }
 
     func testServeOptionErrors() throws {
-        let model = try kb("serve", "--port", "0", "--model", "tiny")
-        XCTAssertNotEqual(model.status, 0)
-        XCTAssertTrue(model.stderr.contains("--model takes NAME=DIR"), model.stderr)
-        let folder = try kb("serve", "--port", "0", "--model", "tiny=\(dir.appendingPathComponent("missing").path)")
-        XCTAssertNotEqual(folder.status, 0)
-        XCTAssertTrue(folder.stderr.contains("--model"), folder.stderr)
-        let name = try kb("serve", "--port", "0", "--model", "bad name=\(CLI.tinyModel)")
-        XCTAssertNotEqual(name.status, 0)
-        XCTAssertTrue(name.stderr.contains("invalid model name 'bad name'"), name.stderr)
+        try assertRefused("serve", "--port", "0", "--model", "tiny", says: "--model takes NAME=DIR")
+        try assertRefused("serve", "--port", "0", "--model", "tiny=\(dir.appendingPathComponent("missing").path)", says: "--model")
+        try assertRefused("serve", "--port", "0", "--model", "bad name=\(CLI.tinyModel)", says: "invalid model name 'bad name'")
     }
 
     /// `serve --port 0` prints the URL with the port it got, answers there, and stops on SIGINT.

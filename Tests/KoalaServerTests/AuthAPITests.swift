@@ -41,9 +41,7 @@ final class AuthAPITests: ServerTestCase {
 
     func testKeyBCannotReachKeyAsSubject() async throws {
         let id = try await createSubject("rex", key: keyA)
-        let shown = try await get("/v1/subjects/\(id)", key: keyA)
-        let photos = try XCTUnwrap(shown.json["photos"] as? [[String: Any]])
-        let photoID = (photos[0]["id"] as! NSNumber).int64Value
+        let photoID = try await firstPhotoID(ofSubject: id, key: keyA)
         let before = try storeState()
 
         let list = try await get("/v1/subjects", key: keyB)

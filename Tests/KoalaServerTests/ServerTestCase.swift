@@ -172,6 +172,13 @@ class ServerTestCase: XCTestCase {
         return ((r.json["subject"] as? [String: Any])?["id"] as? NSNumber)?.int64Value ?? -1
     }
 
+    /// The id of the first photo `GET /v1/subjects/{id}` lists.
+    func firstPhotoID(ofSubject id: Int64, key: String) async throws -> Int64 {
+        let shown = try await get("/v1/subjects/\(id)", key: key)
+        let photos = try XCTUnwrap(shown.json["photos"] as? [[String: Any]], shown.text)
+        return try XCTUnwrap((photos.first?["id"] as? NSNumber)?.int64Value)
+    }
+
     /// Every file under the data directory but the database's, and every row of the
     /// subject tables: equal before and after means a request changed nothing.
     func storeState() throws -> [String] {

@@ -79,9 +79,7 @@ final class SubjectAPITests: ServerTestCase {
 
     func testRemovalBelowMinimumNeedsTheFlag() async throws {
         let id = try await createSubject("rex", key: keyA)
-        let shown = try await get("/v1/subjects/\(id)", key: keyA)
-        let photos = try XCTUnwrap(shown.json["photos"] as? [[String: Any]])
-        let photoID = (photos[0]["id"] as! NSNumber).int64Value
+        let photoID = try await firstPhotoID(ofSubject: id, key: keyA)
         let refused = try await delete("/v1/subjects/\(id)/photos/\(photoID)", key: keyA)
         XCTAssertEqual(refused.status, 409)
         XCTAssertEqual(refused.errorCode, "below_minimum")
