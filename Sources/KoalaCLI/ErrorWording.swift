@@ -21,20 +21,8 @@ enum ErrorWording {
         case let e as ModelFolderError: return CLIError(text(e))
         case let e as DistillationError: return CLIError(text(e))
         case let e as ServeError: return CLIError(ServeCommand.text(e))
-        case RecipeError.override(let key, let inner): return CLIError("\(flag(overriding: key)): \(inner)")
+        case RecipeError.override(let key, let inner): return CLIError("\(RecipeOverrideOptions.flag(overriding: key)): \(inner)")
         default: return error
-        }
-    }
-
-    /// The `train` flag that overrides a recipe key.
-    static func flag(overriding key: String) -> String {
-        switch key {
-        case "data.resolution": "--resolution"
-        case "train.max_steps": "--max-steps"
-        case "optim.learning_rate": "--learning-rate"
-        case "model.lora.rank": "--rank"
-        case "train.seed": "--seed"
-        default: key
         }
     }
 

@@ -34,20 +34,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The base model: a diffusers SDXL-architecture folder.", valueName: "dir"))
     var model: String?
 
-    @Option(help: "Override data.resolution (pixels).")
-    var resolution: Int?
-
-    @Option(help: "Override train.max_steps.")
-    var maxSteps: Int?
-
-    @Option(help: "Override optim.learning_rate.")
-    var learningRate: Double?
-
-    @Option(help: "Override model.lora.rank.")
-    var rank: Int?
-
-    @Option(help: "Override train.seed.")
-    var seed: UInt64?
+    @OptionGroup var recipeOverrides: RecipeOverrideOptions
 
     @Flag(help: "Continue the subject's newest unfinished run from its last checkpoint.")
     var resume = false
@@ -61,9 +48,7 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
-    var overrides: RecipeOverrides {
-        RecipeOverrides(resolution: resolution, maxSteps: maxSteps, learningRate: learningRate, rank: rank, seed: seed)
-    }
+    var overrides: RecipeOverrides { recipeOverrides.overrides }
 
     func run() throws {
         let runner = TrainingRunner(store: try global.openStore())

@@ -53,27 +53,43 @@ public final class StableDiffusionXLPipeline {
     }
 
     public static func loadUNet(_ folder: PipelineFolder, variant: String? = nil) throws -> UNet2DConditionModel {
-        let config = try folder.config(UNet2DConditionConfig.self, "unet")
-        try config.validate()
-        let unet = UNet2DConditionModel(config: config, init: .uninitialized())
-        try fill(unet, "unet", folder, variant) { try unet.load(keys: $0, $1) }
-        return unet
+        try loadModel(folder, "unet", variant) { (c: UNet2DConditionConfig) in
+            try c.validate()
+            return UNet2DConditionModel(config: c, init: .uninitialized())
+        }
     }
 
     public static func loadVAE(_ folder: PipelineFolder, variant: String? = nil) throws -> AutoencoderKL {
-        let config = try folder.config(AutoencoderKLConfig.self, "vae")
-        try config.validate()
-        let vae = AutoencoderKL(config: config, init: .uninitialized())
-        try fill(vae, "vae", folder, variant) { try vae.load(keys: $0, $1) }
-        return vae
+        try loadModel(folder, "vae", variant) { (c: AutoencoderKLConfig) in
+            try c.validate()
+            return AutoencoderKL(config: c, init: .uninitialized())
+        }
+    }
+
+    /// The model `make` builds of the component's config, with the component's weights
+    /// loaded, failing with every missing, unexpected and mis-shaped key listed. Buffers
+    /// that transformers saves but computes itself (`position_ids`) are not parameters
+    /// and are skipped.
+    private static func loadModel<Config: Decodable, M: Module>(_ folder: PipelineFolder, _ component: String, _ variant: String?,
+                                                              _ make: (Config) throws -> M) throws -> M {
+        let model = try make(try folder.config(Config.self, component))
+        let sd = try folder.stateDict(component, variant: variant)
+        let keys = sd.keys.filter { !$0.hasSuffix("position_ids") }
+        let report: LoadReport
+        do { report = try model.load(keys: Set(keys), sd.tensor) } catch let r as LoadReport {
+            throw ModelFolderError("\(folder.root.path)/\(component): the weights do not fit the config:\n\(r)")
+        }
+        guard report.isExact else {
+            throw ModelFolderError("\(folder.root.path)/\(component): the weights do not match the model described by config.json:\n\(report)")
+        }
+        return model
     }
 
     public static func loadTextEncoder(_ folder: PipelineFolder, _ component: String, variant: String? = nil) throws -> CLIPTextModel {
-        let config = try folder.config(CLIPTextConfig.self, component)
         let withProjection = folder.components[component]?.className == "CLIPTextModelWithProjection"
-        let model = CLIPTextModel(config: config, withProjection: withProjection, init: .uninitialized())
-        try fill(model, component, folder, variant) { try model.load(keys: $0, $1) }
-        return model
+        return try loadModel(folder, component, variant) { (c: CLIPTextConfig) in
+            CLIPTextModel(config: c, withProjection: withProjection, init: .uninitialized())
+        }
     }
 
     public static func loadSchedulerConfig(_ folder: PipelineFolder) throws -> SchedulerConfig {
@@ -82,22 +98,6 @@ public final class StableDiffusionXLPipeline {
             throw ModelFolderError("\(url.path): \(e.description)")
         } catch {
             throw ModelFolderError("\(url.path) cannot be read: \(error.localizedDescription)")
-        }
-    }
-
-    /// Loads a component's weights into `module`, failing with every missing,
-    /// unexpected and mis-shaped key listed. Buffers that transformers saves but
-    /// computes itself (`position_ids`) are not parameters and are skipped.
-    private static func fill(_ module: any Module, _ component: String, _ folder: PipelineFolder, _ variant: String?,
-                             _ load: (Set<String>, (String) throws -> Tensor) throws -> LoadReport) throws {
-        let sd = try folder.stateDict(component, variant: variant)
-        let keys = sd.keys.filter { !$0.hasSuffix("position_ids") }
-        let report: LoadReport
-        do { report = try load(Set(keys), sd.tensor) } catch let r as LoadReport {
-            throw ModelFolderError("\(folder.root.path)/\(component): the weights do not fit the config:\n\(r)")
-        }
-        guard report.isExact else {
-            throw ModelFolderError("\(folder.root.path)/\(component): the weights do not match the model described by config.json:\n\(report)")
         }
     }
 

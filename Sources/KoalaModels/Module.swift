@@ -13,6 +13,11 @@ public enum ModuleEntry {
 /// key and loading is a lookup.
 public protocol Module: AnyObject {
     var entries: [(String, ModuleEntry)] { get }
+
+    /// Loads a checkpoint's weights (`loadExactKeys` unless a model also reads older or
+    /// other libraries' key names, mapping them first).
+    @discardableResult
+    func load(keys: Set<String>, _ lookup: (String) throws -> Tensor) throws -> LoadReport
 }
 
 extension Module {
@@ -46,7 +51,13 @@ extension Module {
     /// and parameters read before the first mismatch may already have been written, so
     /// discard the module when it throws.
     @discardableResult
-    public func load(keys available: Set<String>, _ lookup: (String) throws -> Tensor) throws -> LoadReport {
+    public func load(keys: Set<String>, _ lookup: (String) throws -> Tensor) throws -> LoadReport {
+        try loadExactKeys(keys, lookup)
+    }
+
+    /// `load` by the parameter paths themselves.
+    @discardableResult
+    public func loadExactKeys(_ available: Set<String>, _ lookup: (String) throws -> Tensor) throws -> LoadReport {
         let params = namedParameters()
         let wanted = Set(params.map(\.0))
         var report = LoadReport(missing: params.map(\.0).filter { !available.contains($0) },

@@ -207,9 +207,9 @@ public final class CLIPTextModel: Module {
     @discardableResult
     public func load(keys: Set<String>, _ lookup: (String) throws -> Tensor) throws -> LoadReport {
         let prefixed = keys.contains { $0.hasPrefix("text_model.") }
-        if prefixed { return try (self as any Module).load(keys: keys, lookup) }
+        if prefixed { return try loadExactKeys(keys, lookup) }
         let mapped = Set(keys.map { $0 == "text_projection.weight" ? $0 : "text_model." + $0 })
-        return try (self as any Module).load(keys: mapped) { key in
+        return try loadExactKeys(mapped) { key in
             try lookup(key.hasPrefix("text_model.") ? String(key.dropFirst("text_model.".count)) : key)
         }
     }

@@ -357,9 +357,9 @@ public final class AutoencoderKL: Module {
             current[key] = name
             inFile[name] = key
         }
-        if current.isEmpty { return try (self as any Module).load(keys: keys, lookup) }
+        if current.isEmpty { return try loadExactKeys(keys, lookup) }
         let mapped = Set(keys.map { current[$0] ?? $0 })
-        return try (self as any Module).load(keys: mapped) { key in
+        return try loadExactKeys(mapped) { key in
             guard let original = inFile[key] else { return try lookup(key) }
             let t = try lookup(original)
             // Very old checkpoints store these projections as 1x1 convolutions.

@@ -116,50 +116,42 @@ public final class UNetMidBlock2D: Module {
     }
 }
 
-/// diffusers' `DownEncoderBlock2D`: `layers` resnets, then a stride-2 downsampler
-/// unless it is the last block.
-public final class DownEncoderBlock2D: Module {
-    public let resnets: [VAEResnetBlock2D]
-    public let downsampler: VAEDownsample2D?
+/// What a VAE block of resnets ends with: a downsampler (encoder) or an upsampler
+/// (decoder), listed under diffusers' attribute name.
+public protocol VAEResampler: Module {
+    /// `downsamplers` or `upsamplers`.
+    static var entryName: String { get }
+    init(channels: Int, init p: ParameterInitializer)
+    func callAsFunction(_ x: Tensor) -> Tensor
+}
 
-    public init(inChannels: Int, outChannels: Int, layers: Int, groups: Int, addDownsample: Bool, init p: ParameterInitializer) {
+extension VAEDownsample2D: VAEResampler { public static let entryName = "downsamplers" }
+extension VAEUpsample2D: VAEResampler { public static let entryName = "upsamplers" }
+
+/// diffusers' `DownEncoderBlock2D` (`layers` resnets, then a stride-2 downsampler) and
+/// `UpDecoderBlock2D` (the decoder passes `layers_per_block + 1` resnets, then a 2x
+/// upsampler); the last block of either has no resampler.
+public final class VAEResnetStack2D<Resampler: VAEResampler>: Module {
+    public let resnets: [VAEResnetBlock2D]
+    public let resampler: Resampler?
+
+    public init(inChannels: Int, outChannels: Int, layers: Int, groups: Int, addResampler: Bool, init p: ParameterInitializer) {
         resnets = (0..<layers).map {
             VAEResnetBlock2D(inChannels: $0 == 0 ? inChannels : outChannels, outChannels: outChannels, groups: groups, init: p)
         }
-        downsampler = addDownsample ? VAEDownsample2D(channels: outChannels, init: p) : nil
+        resampler = addResampler ? Resampler(channels: outChannels, init: p) : nil
     }
 
     public var entries: [(String, ModuleEntry)] {
-        [("resnets", .list(resnets))] + (downsampler.map { [("downsamplers", .list([$0]))] } ?? [])
+        [("resnets", .list(resnets))] + (resampler.map { [(Resampler.entryName, .list([$0]))] } ?? [])
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         var h = x
         for resnet in resnets { h = resnet(h) }
-        return downsampler?(h) ?? h
+        return resampler?(h) ?? h
     }
 }
 
-/// diffusers' `UpDecoderBlock2D`: `layers` resnets (the decoder passes
-/// `layers_per_block + 1`), then a 2x upsampler unless it is the last block.
-public final class UpDecoderBlock2D: Module {
-    public let resnets: [VAEResnetBlock2D]
-    public let upsampler: VAEUpsample2D?
-
-    public init(inChannels: Int, outChannels: Int, layers: Int, groups: Int, addUpsample: Bool, init p: ParameterInitializer) {
-        resnets = (0..<layers).map {
-            VAEResnetBlock2D(inChannels: $0 == 0 ? inChannels : outChannels, outChannels: outChannels, groups: groups, init: p)
-        }
-        upsampler = addUpsample ? VAEUpsample2D(channels: outChannels, init: p) : nil
-    }
-
-    public var entries: [(String, ModuleEntry)] {
-        [("resnets", .list(resnets))] + (upsampler.map { [("upsamplers", .list([$0]))] } ?? [])
-    }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = x
-        for resnet in resnets { h = resnet(h) }
-        return upsampler?(h) ?? h
-    }
-}
+public typealias DownEncoderBlock2D = VAEResnetStack2D<VAEDownsample2D>
+public typealias UpDecoderBlock2D = VAEResnetStack2D<VAEUpsample2D>

@@ -16,7 +16,7 @@ public final class VAEDecoder: Module {
         midBlock = UNetMidBlock2D(channels: reversed[0], groups: groups, addAttention: c.midBlockAddAttention, init: p)
         upBlocks = reversed.indices.map { i in
             UpDecoderBlock2D(inChannels: reversed[max(i - 1, 0)], outChannels: reversed[i], layers: c.layersPerBlock + 1,
-                             groups: groups, addUpsample: i < reversed.count - 1, init: p)
+                             groups: groups, addResampler: i < reversed.count - 1, init: p)
         }
         convNormOut = GroupNorm(groups: groups, channels: c.blockOutChannels[0], eps: 1e-6, init: p)
         convOut = Conv2d(c.blockOutChannels[0], c.outChannels, kernelSize: 3, padding: 1, init: p)

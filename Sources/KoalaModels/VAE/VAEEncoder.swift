@@ -15,7 +15,7 @@ public final class VAEEncoder: Module {
         convIn = Conv2d(c.inChannels, channels[0], kernelSize: 3, padding: 1, init: p)
         downBlocks = channels.indices.map { i in
             DownEncoderBlock2D(inChannels: channels[max(i - 1, 0)], outChannels: channels[i], layers: c.layersPerBlock,
-                               groups: groups, addDownsample: i < channels.count - 1, init: p)
+                               groups: groups, addResampler: i < channels.count - 1, init: p)
         }
         midBlock = UNetMidBlock2D(channels: channels.last!, groups: groups, addAttention: c.midBlockAddAttention, init: p)
         convNormOut = GroupNorm(groups: groups, channels: channels.last!, eps: 1e-6, init: p)
