@@ -34,32 +34,6 @@ func runResnet(_ resnet: ResnetBlock2D, _ x: Tensor, _ ctx: UNetBlockContext) ->
     ctx.checkpointing ? checkpoint([x, ctx.tembActivated]) { resnet($0[0], $0[1]) } : resnet(x, ctx.tembActivated)
 }
 
-/// diffusers' `Downsample2D` with a convolution: 3x3, stride 2, padding 1.
-public final class Downsample2D: Module {
-    public let conv: Conv2d
-
-    public init(channels: Int, init p: ParameterInitializer) {
-        conv = Conv2d(channels, channels, kernelSize: 3, stride: 2, padding: 1, init: p)
-    }
-
-    public var entries: [(String, ModuleEntry)] { [("conv", .module(conv))] }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor { conv(x) }
-}
-
-/// diffusers' `Upsample2D` with a convolution: nearest 2x, then 3x3 padding 1.
-public final class Upsample2D: Module {
-    public let conv: Conv2d
-
-    public init(channels: Int, init p: ParameterInitializer) {
-        conv = Conv2d(channels, channels, kernelSize: 3, padding: 1, init: p)
-    }
-
-    public var entries: [(String, ModuleEntry)] { [("conv", .module(conv))] }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor { conv(x.upsampleNearest2x()) }
-}
-
 /// A down block: returns its output and the states the up blocks take as skips
 /// (one per resnet, plus the downsampled output).
 public protocol UNetDownBlock: Module {

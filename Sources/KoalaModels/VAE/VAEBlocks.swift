@@ -27,37 +27,6 @@ public final class VAEResnetBlock2D: Module {
     }
 }
 
-/// diffusers' `Downsample2D` with `padding=0`, as the VAE encoder uses it: zero-pad one
-/// row at the bottom and one column at the right, then a 3x3 convolution with stride 2.
-public final class VAEDownsample2D: Module {
-    public let conv: Conv2d
-
-    public init(channels: Int, init p: ParameterInitializer) {
-        conv = Conv2d(channels, channels, kernelSize: 3, stride: 2, init: p)
-    }
-
-    public var entries: [(String, ModuleEntry)] { [("conv", .module(conv))] }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        let right = Tensor.cat([x, Tensor.zeros([b, c, h, 1])], dim: 3)
-        return conv(Tensor.cat([right, Tensor.zeros([b, c, 1, w + 1])], dim: 2))
-    }
-}
-
-/// diffusers' `Upsample2D` with a convolution: nearest-neighbour 2x, then a 3x3 conv.
-public final class VAEUpsample2D: Module {
-    public let conv: Conv2d
-
-    public init(channels: Int, init p: ParameterInitializer) {
-        conv = Conv2d(channels, channels, kernelSize: 3, padding: 1, init: p)
-    }
-
-    public var entries: [(String, ModuleEntry)] { [("conv", .module(conv))] }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor { conv(x.upsampleNearest2x()) }
-}
-
 /// The VAE's spatial self-attention: diffusers' `Attention` built from the deprecated
 /// attention block (group norm on the input, one head as wide as the channels, biased
 /// `to_q`/`to_k`/`to_v`/`to_out.0` linear maps over the channels, residual connection).
@@ -121,12 +90,20 @@ public final class UNetMidBlock2D: Module {
 public protocol VAEResampler: Module {
     /// `downsamplers` or `upsamplers`.
     static var entryName: String { get }
-    init(channels: Int, init p: ParameterInitializer)
+    /// As the VAE's blocks make it.
+    static func forVAE(channels: Int, init p: ParameterInitializer) -> Self
     func callAsFunction(_ x: Tensor) -> Tensor
 }
 
-extension VAEDownsample2D: VAEResampler { public static let entryName = "downsamplers" }
-extension VAEUpsample2D: VAEResampler { public static let entryName = "upsamplers" }
+extension Downsample2D: VAEResampler {
+    public static let entryName = "downsamplers"
+    public static func forVAE(channels: Int, init p: ParameterInitializer) -> Self { Self(channels: channels, padding: 0, init: p) }
+}
+
+extension Upsample2D: VAEResampler {
+    public static let entryName = "upsamplers"
+    public static func forVAE(channels: Int, init p: ParameterInitializer) -> Self { Self(channels: channels, init: p) }
+}
 
 /// diffusers' `DownEncoderBlock2D` (`layers` resnets, then a stride-2 downsampler) and
 /// `UpDecoderBlock2D` (the decoder passes `layers_per_block + 1` resnets, then a 2x
@@ -139,7 +116,7 @@ public final class VAEResnetStack2D<Resampler: VAEResampler>: Module {
         resnets = (0..<layers).map {
             VAEResnetBlock2D(inChannels: $0 == 0 ? inChannels : outChannels, outChannels: outChannels, groups: groups, init: p)
         }
-        resampler = addResampler ? Resampler(channels: outChannels, init: p) : nil
+        resampler = addResampler ? Resampler.forVAE(channels: outChannels, init: p) : nil
     }
 
     public var entries: [(String, ModuleEntry)] {
@@ -153,5 +130,5 @@ public final class VAEResnetStack2D<Resampler: VAEResampler>: Module {
     }
 }
 
-public typealias DownEncoderBlock2D = VAEResnetStack2D<VAEDownsample2D>
-public typealias UpDecoderBlock2D = VAEResnetStack2D<VAEUpsample2D>
+public typealias DownEncoderBlock2D = VAEResnetStack2D<Downsample2D>
+public typealias UpDecoderBlock2D = VAEResnetStack2D<Upsample2D>
