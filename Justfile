@@ -93,6 +93,10 @@ distill-experiment steps="2000" lr="1e-4": build
             --out "$work/out-$mode" --holdout 6 | grep -E "^(teacher|relative|distilled)|^step (1|[0-9]*[05]00)/"
     done
 
+# Schema-driven fuzzing of the HTTP API (schemathesis, in .venv-fuzz-api/) against a live `serve` on 127.0.0.1 with the tiny model: EXAMPLES per operation within SECONDS; fails on any 5xx, schema break or server crash.
+fuzz-api examples="100" seconds="240": build
+    tools/fuzz-api/fuzz.sh "$(swift build -c release --show-bin-path)/koalabooth" {{examples}} {{seconds}}
+
 # Benchmarks (release build) beside PyTorch in the same run: no args = kernels + tiny generate; `unet`, `koala`, `all` or a name filter; `--json`.
 bench *args: setup
     swift build -c release --product KoalaBench

@@ -21,6 +21,13 @@ struct APIError: Error, Equatable {
                  headers: [.wwwAuthenticate: #"Bearer realm="koalabooth""#])
     }
 
+    /// A method the path does not have; `Allow` lists those it has.
+    static func methodNotAllowed(_ method: HTTPRequest.Method, allowed: [HTTPRequest.Method]) -> APIError {
+        let names = allowed.map(\.rawValue).joined(separator: ", ")
+        return APIError(status: .methodNotAllowed, code: "method_not_allowed", message: "\(method.rawValue) is not allowed here; use \(names).",
+                        headers: [.allow: names])
+    }
+
     static func badRequest(_ code: String, _ message: String) -> APIError { APIError(status: .badRequest, code: code, message: message) }
 
     static func subjectNotFound(id: String) -> APIError {
@@ -98,12 +105,41 @@ struct APIError: Error, Equatable {
 struct APIErrorMiddleware: RouterMiddleware {
     typealias Context = APIRequestContext
     let logger: Logger
+    let methods: RouteMethods
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
+        } catch let e as HTTPError where e.status == .notFound {
+            // The router found no route: a known path asked with another method is a 405.
+            guard let allowed = methods.allowed(forPath: request.uri.path) else { return APIError.from(e, logger: logger).response }
+            return APIError.methodNotAllowed(request.method, allowed: allowed).response
         } catch {
             return APIError.from(error, logger: logger).response
         }
+    }
+}
+
+/// The route table's paths with their methods, to tell a path asked with a method it
+/// lacks (any method, `QUERY` included) from one that does not exist.
+struct RouteMethods: Sendable {
+    private let templates: [(segments: [String], methods: [HTTPRequest.Method])]
+
+    /// `routes`: OpenAPI path templates ("/v1/subjects/{id}") and methods.
+    init(_ routes: [(path: String, method: HTTPRequest.Method)]) {
+        var out: [(segments: [String], methods: [HTTPRequest.Method])] = []
+        for (path, method) in routes {
+            let segments = path.split(separator: "/").map(String.init)
+            if let i = out.firstIndex(where: { $0.segments == segments }) { out[i].methods.append(method) } else { out.append((segments, [method])) }
+        }
+        templates = out
+    }
+
+    /// The methods of the template `path` fits ("{…}" takes any one segment); nil when none.
+    func allowed(forPath path: String) -> [HTTPRequest.Method]? {
+        let parts = path.split(separator: "/")
+        return templates.first { t in
+            t.segments.count == parts.count && zip(t.segments, parts).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
+        }?.methods
     }
 }

@@ -51,9 +51,10 @@ public struct APIServer: Sendable {
 
     func router(openAPIJSON: Data) -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
-        router.add(middleware: APIErrorMiddleware(logger: logger))
+        let table = routes(openAPIJSON: openAPIJSON)
+        router.add(middleware: APIErrorMiddleware(logger: logger, methods: RouteMethods(table.map { ($0.path, $0.method) })))
         router.add(middleware: BearerAuthMiddleware(keys: APIKeyUseCases(location: configuration.location)))
-        for route in routes(openAPIJSON: openAPIJSON) {
+        for route in table {
             router.on(RouterPath(stringLiteral: route.path), method: route.method, use: route.handler)
         }
         return router

@@ -1,5 +1,4 @@
 import Foundation
-import MultipartKit
 import NIOCore
 
 /// A `multipart/form-data` body split into its text fields and files.
@@ -22,28 +21,13 @@ struct MultipartForm {
               let boundary = Self.parameter("boundary", in: contentType), !boundary.isEmpty, boundary.utf8.count <= 200 else {
             throw APIError.badRequest("invalid_form", "send the fields as multipart/form-data (Content-Type: multipart/form-data; boundary=…).")
         }
-        // An empty form is the closing delimiter alone, which the parser does not take.
-        if String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines) == "--\(boundary)--" { return }
-        final class Collector {
-            var parts: [(headers: [(String, String)], body: ByteBuffer)] = []
-            var headers: [(String, String)] = []
-            var body = ByteBuffer()
-        }
-        let collector = Collector()
-        let parser = MultipartParser(boundary: boundary)
-        parser.onHeader = { collector.headers.append(($0, $1)) }
-        parser.onBody = { collector.body.writeBuffer(&$0) }
-        parser.onPartComplete = {
-            collector.parts.append((collector.headers, collector.body))
-            collector.headers = []
-            collector.body = ByteBuffer()
-        }
+        let parts: [MultipartPart]
         do {
-            try parser.execute(body)
+            parts = try MultipartParser.parts(of: body, boundary: boundary)
         } catch {
-            throw APIError.badRequest("invalid_form", "the multipart/form-data body is malformed.")
+            throw APIError.badRequest("invalid_form", "the multipart/form-data body is malformed (\(error)).")
         }
-        for part in collector.parts {
+        for part in parts {
             guard let disposition = part.headers.first(where: { $0.0.lowercased() == "content-disposition" })?.1,
                   let name = Self.parameter("name", in: disposition) else {
                 throw APIError.badRequest("invalid_form", "a part of the form has no Content-Disposition name.")

@@ -218,4 +218,22 @@ final class BodyLimitAPITests: ServerTestCase {
         let ok = try await post("/v1/subjects", key: keyA, form: [.field("name", "rex"), .field("class", "dog")] + (try photoParts(3)))
         XCTAssertEqual(ok.status, 201, ok.text)
     }
+
+    func testAMethodThePathLacksIs405WithAllow() async throws {
+        let id = try await createSubject("rex", key: keyA)
+        let trace = try await request("TRACE", "/v1/subjects", key: keyA)
+        XCTAssertEqual(trace.status, 405, trace.text)
+        XCTAssertEqual(trace.errorCode, "method_not_allowed")
+        XCTAssertEqual(trace.header("Allow"), "POST, GET")
+        let put = try await request("PUT", "/v1/subjects/\(id)", key: keyA)
+        XCTAssertEqual(put.status, 405)
+        XCTAssertEqual(put.header("Allow"), "GET, PATCH, DELETE")
+        let query = try await request("QUERY", "/v1/models", key: keyA)
+        XCTAssertEqual(query.status, 405, "any method, not only those HTTP/1.1 names")
+        XCTAssertEqual(query.header("Allow"), "GET")
+        let unknown = try await request("PUT", "/v1/no-such-route", key: keyA)
+        XCTAssertEqual(unknown.status, 404)
+        let anonymous = try await request("PUT", "/v1/subjects", key: nil)
+        XCTAssertEqual(anonymous.status, 401, "auth comes first")
+    }
 }
