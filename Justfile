@@ -97,6 +97,10 @@ distill-experiment steps="2000" lr="1e-4": build
 fuzz-api examples="100" seconds="240": build
     tools/fuzz-api/fuzz.sh "$(swift build -c release --show-bin-path)/koalabooth" {{examples}} {{seconds}}
 
+# Load test of the HTTP API: READS concurrent reads and UPLOADS concurrent subject uploads against a live `serve` on 127.0.0.1 while a training runs; checks no errors, every upload whole, `doctor` clean; prints read latency p50/p90/p99.
+load-api reads="200" uploads="20": build
+    python3 tools/load-api/load.py "$(swift build -c release --show-bin-path)/koalabooth" {{reads}} {{uploads}}
+
 # Benchmarks (release build) beside PyTorch in the same run: no args = kernels + tiny generate; `unet`, `koala`, `all` or a name filter; `--json`.
 bench *args: setup
     swift build -c release --product KoalaBench

@@ -73,12 +73,14 @@ public struct APIServer: Sendable {
     /// `handleSignals`.
     public func run(handleSignals: Bool = false, onListening: @escaping @Sendable (URL) async -> Void) async throws {
         try checkExposure()
-        _ = try configuration.location.open()
+        // One store for every request, opened now.
+        var opened = configuration
+        opened.location = try configuration.location.keepingOpen()
         let openAPI = try OpenAPIDocument.json()
         let host = configuration.host
         let listening = ListeningFlag()
         let app = Application(
-            router: router(openAPIJSON: openAPI),
+            router: APIServer(configuration: opened, logger: logger).router(openAPIJSON: openAPI),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "KoalaBooth/\(Product.version)"),
             onServerRunning: { channel in
                 listening.set()
