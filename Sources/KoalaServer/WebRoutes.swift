@@ -2,7 +2,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// The web UI: `Resources/web/` (index.html, app.css, app.js), read once at start and
+/// The web UI: `Resources/web/` (index.html, app.css, app.js, icon.svg), read once at start and
 /// served without a key, since the page holds no data; every API call it makes carries
 /// the key the person types in. Only the files of `WebRoutes.files` exist, so a path
 /// can never reach anything else.
@@ -12,6 +12,7 @@ struct WebRoutes: Sendable {
         "index.html": "text/html; charset=utf-8",
         "app.css": "text/css; charset=utf-8",
         "app.js": "text/javascript; charset=utf-8",
+        "icon.svg": "image/svg+xml",
     ]
 
     /// Scripts, styles and connections from this origin only, images also from the
@@ -62,7 +63,7 @@ struct WebRoutes: Sendable {
             .cacheControl: "no-cache",
             .contentSecurityPolicy: Self.contentSecurityPolicy,
             .xContentTypeOptions: "nosniff",
-            HTTPField.Name("Referrer-Policy")!: "no-referrer",
+            .init("Referrer-Policy")!: "no-referrer",
         ], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }

@@ -14,6 +14,7 @@ final class WebUITests: ServerTestCase {
             ("/web/index.html", "index.html", "text/html; charset=utf-8"),
             ("/web/app.js", "app.js", "text/javascript; charset=utf-8"),
             ("/web/app.css", "app.css", "text/css; charset=utf-8"),
+            ("/web/icon.svg", "icon.svg", "image/svg+xml"),
         ]
         for (path, file, type) in files {
             let r = try await get(path, key: nil)

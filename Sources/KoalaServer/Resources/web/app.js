@@ -548,7 +548,7 @@ const SHOWN_PARAMETERS = [['prompt', 'Prompt'], ['negative_prompt', 'Negative'],
 
 function galleryItem(job, image) {
   const params = el('dl', { class: 'params' });
-  const caption = el('figcaption', {}, el('div', { class: 'muted', text: `#${job.id}.${image.index} · ${when(job.finished_at)}` }), params);
+  const caption = el('figcaption', {}, el('div', { class: 'muted', text: `generation #${job.id}, image ${image.index + 1} · ${when(job.finished_at)}` }), params);
   const img = apiImg(image.url, `image ${image.index} of generation ${job.id}`, (bytes) => {
     const text = pngText(bytes);
     for (const [key, label] of SHOWN_PARAMETERS) {
