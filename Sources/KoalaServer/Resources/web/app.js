@@ -457,14 +457,19 @@ function trainingSection(subject) {
     el('div', {}, el('label', { for: 'max-steps', text: 'Steps' }), maxSteps)),
   status, el('div', { class: 'actions' }, start)), jobs);
 
-  api('GET', '/v1/recipes').then(({ recipes }) => {
+  const recipesLoaded = api('GET', '/v1/recipes').then(({ recipes }) => {
     recipe.replaceChildren(...recipes.map((r) => el('option', { value: r.name, text: r.name })));
     if (recipes.length === 0) status.append(errorBox('The server offers no recipes: start it with --recipes DIR holding NAME.toml files.'));
-  }).catch((e) => { if (e.name !== 'AbortError') status.append(errorBox(e.message)); });
-  api('GET', '/v1/models').then(({ models }) => {
+  });
+  const modelsLoaded = api('GET', '/v1/models').then(({ models }) => {
     model.replaceChildren(...models.map((m) => el('option', { value: m.name, text: m.name })));
     if (models.length === 0) status.append(errorBox('The server has no models: start it with --model NAME=DIR.'));
-  }).catch((e) => { if (e.name !== 'AbortError') status.append(errorBox(e.message)); });
+  });
+  // A recipe named after the model (tiny for tiny) is the likely choice.
+  const pickRecipe = () => { if ([...recipe.options].some((o) => o.value === model.value)) recipe.value = model.value; };
+  model.addEventListener('change', pickRecipe);
+  Promise.all([recipesLoaded, modelsLoaded]).then(pickRecipe)
+    .catch((e) => { if (e.name !== 'AbortError') status.append(errorBox(e.message)); });
   subjectJobs(subject, 'training').then((list) => {
     for (const job of list) {
       jobs.append(el('li', { class: 'row spread' }, el('a', { href: `#/jobs/${job.id}`, text: `Training #${job.id} · ${job.model}` }),
