@@ -30,6 +30,29 @@ build: setup
 test: setup
     swift build {{test_flags}} --build-tests
     swift test {{test_flags}} --skip-build --disable-swift-testing
+    just test-webui
+
+# The web UI in headless Chromium (Debian's chromium + chromium-driver; selenium in a venv) against `serve` on the tiny model; `screenshots=docs/screenshots` keeps the pictures.
+test-webui screenshots="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=$(for p in chromium chromium-driver; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+    if [ -n "$missing" ]; then
+        echo "installing: $missing"
+        sudo=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+    fi
+    venv="${KB_TOOLS_VENV:-$HOME/.cache/koalabooth-tools-venv}"
+    if ! "$venv/bin/python" -c "import selenium" 2>/dev/null; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q -r tools/webui/requirements.txt
+    fi
+    swift build {{test_flags}} --product koalabooth
+    timeout 240 "$venv/bin/python" tools/webui/webui_test.py --bin "$(swift build {{test_flags}} --show-bin-path)/koalabooth" --screenshots "{{screenshots}}"
+
+# Retake the web UI screenshots in docs/screenshots.
+screenshots: (test-webui "docs/screenshots")
 
 # End-to-end demo on the built-in tiny model (random weights, not a real KOALA).
 demo: build

@@ -14,6 +14,16 @@ struct APIError: Error, Equatable {
     var code: String
     var message: String
     var headers: HTTPFields = [:]
+    /// For `unusable_photos`: which uploaded file has which problem, so a client can show
+    /// each beside its photo.
+    var photos: [PhotoProblem] = []
+
+    struct PhotoProblem: Equatable {
+        /// The file's position among the request's `photos` parts, from 0.
+        var index: Int
+        var file: String
+        var message: String
+    }
 
     static func unauthorized(_ why: String) -> APIError {
         APIError(status: .unauthorized, code: "unauthorized",
@@ -94,7 +104,9 @@ struct APIError: Error, Equatable {
     var response: Response {
         var headers = self.headers
         headers[.contentType] = "application/json"
-        let body = ["error": ["code": code, "message": message]]
+        var error: [String: Any] = ["code": code, "message": message]
+        if !photos.isEmpty { error["photos"] = photos.map { ["index": $0.index, "file": $0.file, "message": $0.message] as [String: Any] } }
+        let body = ["error": error]
         let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }

@@ -24,11 +24,15 @@ public struct APIServer: Sendable {
 
     /// Every route, in one table: the router is made from it and the OpenAPI test
     /// compares it with the document.
-    func routes(openAPIJSON: Data) -> [Route] {
+    func routes(openAPIJSON: Data, web: WebRoutes = WebRoutes(contents: [:])) -> [Route] {
         let subjects = SubjectRoutes(location: configuration.location, minimumSide: configuration.minimumPhotoSide,
                                      maxBodyBytes: configuration.maxBodyBytes)
         let models = configuration.models
+        let recipes = RecipeRoutes(directory: configuration.recipes)
         return [
+            // The web UI, public (`WebRoutes.isPublic`).
+            Route(method: .get, path: "/", handler: web.page),
+            Route(method: .get, path: "/web/{file}", handler: web.asset),
             Route(method: .get, path: "/v1/openapi.json") { _, _ in
                 Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: openAPIJSON)))
             },
@@ -43,15 +47,16 @@ public struct APIServer: Sendable {
             Route(method: .post, path: "/v1/subjects/{id}/photos", handler: subjects.addPhotos),
             Route(method: .delete, path: "/v1/subjects/{id}/photos/{photo}", handler: subjects.removePhoto),
             Route(method: .get, path: "/v1/subjects/{id}/photos/{photo}/image", handler: subjects.photoImage),
+            Route(method: .get, path: "/v1/recipes", handler: recipes.list),
         ]
     }
 
     /// "GET /v1/models", … for every route.
     public var endpoints: [String] { routes(openAPIJSON: Data()).map { "\($0.method.rawValue) \($0.path)" } }
 
-    func router(openAPIJSON: Data) -> Router<APIRequestContext> {
+    func router(openAPIJSON: Data, web: WebRoutes) -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
-        let table = routes(openAPIJSON: openAPIJSON)
+        let table = routes(openAPIJSON: openAPIJSON, web: web)
         router.add(middleware: APIErrorMiddleware(logger: logger, methods: RouteMethods(table.map { ($0.path, $0.method) })))
         router.add(middleware: BearerAuthMiddleware(keys: APIKeyUseCases(location: configuration.location)))
         for route in table {
@@ -77,10 +82,11 @@ public struct APIServer: Sendable {
         var opened = configuration
         opened.location = try configuration.location.keepingOpen()
         let openAPI = try OpenAPIDocument.json()
+        let web = try WebRoutes.load()
         let host = configuration.host
         let listening = ListeningFlag()
         let app = Application(
-            router: APIServer(configuration: opened, logger: logger).router(openAPIJSON: openAPI),
+            router: APIServer(configuration: opened, logger: logger).router(openAPIJSON: openAPI, web: web),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "KoalaBooth/\(Product.version)"),
             onServerRunning: { channel in
                 listening.set()

@@ -45,6 +45,15 @@ struct PhotoUpload {
         return out.replacingOccurrences(of: directory.path, with: "upload")
     }
 
+    /// Each "PATH: problem" of `SubjectError.unusablePhotos` as the part it is about.
+    func problems(_ problems: [String]) -> [APIError.PhotoProblem] {
+        problems.compactMap { problem in
+            guard let index = paths.firstIndex(where: { problem.hasPrefix($0 + ": ") }) else { return nil }
+            return APIError.PhotoProblem(index: index, file: (paths[index] as NSString).lastPathComponent,
+                                         message: clientWording(String(problem.dropFirst(paths[index].count + 2))))
+        }
+    }
+
     /// The client's file name without any folder part, or `photo-N` when it sent none.
     static func safeName(_ filename: String?, index: Int) -> String {
         let base = (filename ?? "").split(separator: "/").last.map(String.init) ?? ""

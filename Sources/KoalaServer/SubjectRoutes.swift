@@ -222,7 +222,10 @@ struct SubjectRoutes: Sendable {
     /// A use case's error with the upload's staging paths taken out of its message.
     static func worded(_ error: any Error, _ upload: PhotoUpload) -> any Error {
         switch error {
-        case let e as SubjectError: return reworded(APIError.from(e), upload)
+        case let e as SubjectError:
+            var worded = reworded(APIError.from(e), upload)
+            if case .unusablePhotos(let problems) = e { worded.photos = upload.problems(problems) }
+            return worded
         case let e as StoreError where e.isClientError: return reworded(APIError.from(e, logger: .init(label: "koalabooth.serve")), upload)
         default: return error
         }
